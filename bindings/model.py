@@ -1,0 +1,121 @@
+"""Bindings as values, and the index protocol every exchange type implements.
+
+A binding is identified by (source, destination, binding_key, arguments), as in
+RabbitMQ: binding the same pair twice with other arguments makes a second
+binding, binding it twice with the same ones is a no-op. Arguments are kept
+frozen (sorted tuples) so a Binding is hashable and compares by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+FrozenValue = Any
+FrozenTable = tuple[tuple[str, FrozenValue], ...]
+
+
+def freeze(value: Any) -> FrozenValue:
+    """A hashable, order-insensitive (for tables) copy of a field value.
+
+    Values are tagged with their type name, so 1, True and 1.0 stay distinct:
+    RabbitMQ compares binding arguments with their types.
+    """
+    if isinstance(value, Mapping):
+        return ("table", freeze_table(value))
+    if isinstance(value, (list, tuple)):
+        return ("array", tuple(freeze(v) for v in value))
+    if isinstance(value, bytearray):
+        return ("bytes", bytes(value))
+    return (type(value).__name__, value)
+
+
+def freeze_table(table: Mapping[str, Any] | None) -> FrozenTable:
+    if not table:
+        return ()
+    return tuple(sorted((str(k), freeze(v)) for k, v in table.items()))
+
+
+def thaw(value: FrozenValue) -> Any:
+    tag, inner = value
+    if tag == "table":
+        return thaw_table(inner)
+    if tag == "array":
+        return [thaw(v) for v in inner]
+    return inner
+
+
+def thaw_table(table: FrozenTable) -> dict[str, Any]:
+    return {k: thaw(v) for k, v in table}
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a binding leads: a queue or (exchange-to-exchange) an exchange."""
+
+    kind: Literal["queue", "exchange"]
+    name: str
+
+    @classmethod
+    def queue(cls, name: str) -> Destination:
+        return cls("queue", name)
+
+    @classmethod
+    def exchange(cls, name: str) -> Destination:
+        return cls("exchange", name)
+
+    def __str__(self) -> str:
+        return f"{self.kind} '{self.name}'"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    source: str
+    destination: Destination
+    binding_key: str
+    arguments: FrozenTable = ()
+
+    @classmethod
+    def make(
+        cls,
+        source: str,
+        destination: Destination,
+        binding_key: str,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Binding:
+        return cls(source, destination, binding_key, freeze_table(arguments))
+
+    @property
+    def arguments_dict(self) -> dict[str, Any]:
+        return thaw_table(self.arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why a binding did or did not match: what the playground shows."""
+
+    matched: bool
+    reason: str
+
+
+Headers = Mapping[str, Any]
+
+
+class BindingIndex(Protocol):
+    """The per-exchange index an exchange type builds.
+
+    `add` parses at bind time (and raises pamqp reply-code errors for bad
+    arguments); `match` must not allocate index state on a miss. Each
+    destination is yielded at most once per call.
+    """
+
+    def add(self, binding: Binding) -> None: ...
+
+    def remove(self, binding: Binding) -> None: ...
+
+    def match(self, routing_key: str, headers: Headers | None) -> Iterable[Destination]: ...
+
+    def explain(self, binding: Binding, routing_key: str, headers: Headers | None) -> Verdict: ...
+
+    def __len__(self) -> int: ...

@@ -1,0 +1,391 @@
+"""A classic queue: ready messages, consumers and the rules that drop messages.
+
+Theory of operation. A queue holds *entries* (a message plus its per-queue
+state: sequence number, deadline, redelivered flag, delivery count). Ready
+entries wait in FIFO order, one deque per priority level when the queue has
+`x-max-priority`. An entry handed to a consumer or to basic.get (without
+no_ack) is *unacked*: the channel holds it and later acks, requeues or rejects
+it here. Requeued entries go back to their original position (ordered by
+sequence number), as RabbitMQ's classic queues do.
+
+Invariants:
+- `self._ready_bytes` is the body size of all ready entries; limits count ready
+  entries only, as RabbitMQ does.
+- Messages expire only at the head of a ready deque (RabbitMQ's classic queue
+  rule), so `next_deadline` looks at heads only.
+- The queue never routes: operations that dead-letter return `DeadLetter`
+  records (only when a dead-letter exchange is configured) and the virtual host
+  re-routes them.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from queues.arguments import QueueArguments, parse_queue_arguments
+from queues.message import Message
+
+
+class Entry:
+    """A message in one queue, with the state that queue keeps for it."""
+
+    __slots__ = ("message", "seq", "expires_at", "priority", "redelivered", "delivery_count")
+
+    def __init__(self, message: Message, seq: int, expires_at: int | None, priority: int) -> None:
+        self.message = message
+        self.seq = seq
+        self.expires_at = expires_at
+        self.priority = priority
+        self.redelivered = False
+        self.delivery_count = 0
+
+    def __repr__(self) -> str:
+        return f"Entry(seq={self.seq}, rk={self.message.routing_key!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message leaving `queue` for its dead-letter exchange."""
+
+    message: Message
+    reason: str  # rejected | expired | maxlen | delivery_limit
+    queue: str
+    dead_letter_exchange: str
+    dead_letter_routing_key: str | None
+
+
+class Consumer(Protocol):
+    """What a queue delivers to (a channel's subscription)."""
+
+    consumer_tag: str
+    priority: int
+    no_ack: bool
+
+    def has_credit(self) -> bool: ...
+
+    def deliver(self, queue: Queue, entry: Entry) -> None: ...
+
+
+def message_ttl(message: Message) -> int | None:
+    """The per-message TTL from `expiration` (milliseconds as a string); None if absent or bad."""
+    expiration = message.properties.expiration
+    if expiration is None:
+        return None
+    try:
+        ttl = int(expiration)
+    except (TypeError, ValueError):
+        return None
+    return ttl if ttl >= 0 else None
+
+
+class Queue:
+    def __init__(
+        self,
+        name: str,
+        vhost: str = "/",
+        *,
+        durable: bool = False,
+        exclusive_owner: object | None = None,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        now_ms: int = 0,
+    ) -> None:
+        self.name = name
+        self.vhost = vhost
+        self.durable = durable
+        self.exclusive_owner = exclusive_owner
+        self.auto_delete = auto_delete
+        self.arguments: dict[str, Any] = dict(arguments or {})
+        self.args: QueueArguments = parse_queue_arguments(self.arguments, name, vhost)
+        levels = (self.args.max_priority or 0) + 1
+        self._ready: list[deque[Entry]] = [deque() for _ in range(levels)]
+        self._ready_count = 0
+        self._ready_bytes = 0
+        self._unacked = 0
+        self._seq = 0
+        self.consumers: list[Consumer] = []
+        self.exclusive_consumer: Consumer | None = None
+        self.had_consumers = False
+        self.last_used_ms = now_ms
+        self.deleted = False
+        # Statistics for management and metrics.
+        self.stats = {"published": 0, "delivered": 0, "acked": 0, "redelivered": 0, "dead_lettered": 0}
+
+    # ----------------------------------------------------------------- counts
+    @property
+    def message_count(self) -> int:
+        """Ready messages (what queue.declare-ok and basic.get-ok report)."""
+        return self._ready_count
+
+    @property
+    def unacked_count(self) -> int:
+        return self._unacked
+
+    @property
+    def ready_bytes(self) -> int:
+        return self._ready_bytes
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    @property
+    def is_exclusive(self) -> bool:
+        return self.exclusive_owner is not None
+
+    def ready_entries(self) -> list[Entry]:
+        """Ready entries in delivery order (highest priority first)."""
+        return [entry for level in reversed(self._ready) for entry in level]
+
+    # --------------------------------------------------------------- enqueue
+    def enqueue(self, message: Message, now_ms: int) -> tuple[bool, list[DeadLetter]]:
+        """Accept a published message. Returns (accepted, dead letters).
+
+        `accepted` is False when `x-overflow` is reject-publish(-dlx) and the
+        queue is full: the publisher's confirm becomes a nack.
+        """
+        dead: list[DeadLetter] = []
+        self.stats["published"] += 1
+        if self._over_limit(extra_bytes=len(message.body), extra_count=1):
+            if self.args.overflow != "drop-head":
+                if self.args.overflow == "reject-publish-dlx":
+                    self._dead_letter_into(dead, message, "maxlen")
+                return False, dead
+        entry = self._new_entry(message, now_ms)
+        self._push(entry)
+        # A waiting consumer takes the message before the length limit drops
+        # anything (RabbitMQ delivers first, then drops the head).
+        dead.extend(self.dispatch(now_ms))
+        self._enforce_drop_head(dead)
+        return True, dead
+
+    def _new_entry(self, message: Message, now_ms: int) -> Entry:
+        self._seq += 1
+        ttl = message_ttl(message)
+        queue_ttl = self.args.message_ttl
+        if queue_ttl is not None and (ttl is None or queue_ttl < ttl):
+            ttl = queue_ttl
+        max_priority = self.args.max_priority
+        priority = 0
+        if max_priority:
+            priority = min(message.properties.priority or 0, max_priority)
+        return Entry(message, self._seq, None if ttl is None else now_ms + ttl, priority)
+
+    def _push(self, entry: Entry) -> None:
+        self._ready[entry.priority].append(entry)
+        self._ready_count += 1
+        self._ready_bytes += len(entry.message.body)
+
+    def _over_limit(self, extra_bytes: int = 0, extra_count: int = 0) -> bool:
+        max_length = self.args.max_length
+        if max_length is not None and self._ready_count + extra_count > max_length:
+            return True
+        max_bytes = self.args.max_length_bytes
+        return max_bytes is not None and self._ready_bytes + extra_bytes > max_bytes
+
+    def _enforce_drop_head(self, dead: list[DeadLetter]) -> None:
+        while self._ready_count and self._over_limit():
+            entry = self._pop_head()
+            self._dead_letter_into(dead, entry.message, "maxlen")
+
+    # --------------------------------------------------------------- delivery
+    def _head_level(self) -> deque[Entry] | None:
+        for level in reversed(self._ready):
+            if level:
+                return level
+        return None
+
+    def _pop_head(self) -> Entry:
+        level = self._head_level()
+        assert level is not None
+        entry = level.popleft()
+        self._ready_count -= 1
+        self._ready_bytes -= len(entry.message.body)
+        return entry
+
+    def _drop_expired_heads(self, now_ms: int, dead: list[DeadLetter]) -> None:
+        for level in self._ready:
+            while level and level[0].expires_at is not None and level[0].expires_at <= now_ms:
+                entry = level.popleft()
+                self._ready_count -= 1
+                self._ready_bytes -= len(entry.message.body)
+                self._dead_letter_into(dead, entry.message, "expired")
+
+    def _next_consumer(self) -> Consumer | None:
+        """The consumer to deliver to: highest priority with credit, round-robin within it."""
+        consumers = self.consumers
+        if self.args.single_active_consumer:
+            return consumers[0] if consumers and consumers[0].has_credit() else None
+        for consumer in consumers:
+            if consumer.has_credit():
+                return consumer
+        return None
+
+    def _rotate(self, consumer: Consumer) -> None:
+        """Move `consumer` behind the others of its priority (round-robin)."""
+        consumers = self.consumers
+        index = consumers.index(consumer)
+        end = index
+        while end + 1 < len(consumers) and consumers[end + 1].priority == consumer.priority:
+            end += 1
+        if end != index:
+            consumers.insert(end, consumers.pop(index))
+
+    def dispatch(self, now_ms: int) -> list[DeadLetter]:
+        """Deliver ready messages while some consumer has credit."""
+        dead: list[DeadLetter] = []
+        if not self.consumers:
+            return dead
+        while self._ready_count:
+            consumer = self._next_consumer()
+            if consumer is None:
+                break
+            level = self._head_level()
+            assert level is not None
+            head = level[0]
+            if head.expires_at is not None and head.expires_at <= now_ms:
+                self._drop_expired_heads(now_ms, dead)
+                continue
+            entry = self._pop_head()
+            self._hand_out(entry, no_ack=consumer.no_ack)
+            if not self.args.single_active_consumer:
+                self._rotate(consumer)
+            consumer.deliver(self, entry)
+        return dead
+
+    def _hand_out(self, entry: Entry, no_ack: bool) -> None:
+        self.stats["delivered"] += 1
+        if entry.redelivered:
+            self.stats["redelivered"] += 1
+        if not no_ack:
+            self._unacked += 1
+
+    def get(self, now_ms: int, no_ack: bool) -> tuple[Entry | None, list[DeadLetter]]:
+        """basic.get: the head message, skipping (and dead-lettering) expired ones."""
+        dead: list[DeadLetter] = []
+        self.last_used_ms = now_ms
+        self._drop_expired_heads(now_ms, dead)
+        if not self._ready_count:
+            return None, dead
+        entry = self._pop_head()
+        self._hand_out(entry, no_ack)
+        return entry, dead
+
+    # ------------------------------------------------------ settling unacked
+    def ack(self, entries: Iterable[Entry]) -> None:
+        for _ in entries:
+            self._unacked -= 1
+            self.stats["acked"] += 1
+
+    def requeue(self, entries: Iterable[Entry], now_ms: int) -> list[DeadLetter]:
+        """Return unacked entries to their original place; over x-delivery-limit they dead-letter."""
+        dead: list[DeadLetter] = []
+        limit = self.args.delivery_limit
+        for entry in sorted(entries, key=lambda e: e.seq):
+            self._unacked -= 1
+            if self.deleted:
+                continue
+            entry.redelivered = True
+            entry.delivery_count += 1
+            if limit is not None and entry.delivery_count > limit:
+                self._dead_letter_into(dead, entry.message, "delivery_limit")
+                continue
+            self._insert_by_seq(entry)
+        self._enforce_drop_head(dead)
+        dead.extend(self.dispatch(now_ms))
+        return dead
+
+    def _insert_by_seq(self, entry: Entry) -> None:
+        level = self._ready[entry.priority]
+        if not level or level[0].seq > entry.seq:
+            level.appendleft(entry)
+        elif level[-1].seq < entry.seq:
+            level.append(entry)
+        else:
+            seqs = [e.seq for e in level]
+            level.insert(bisect.bisect_left(seqs, entry.seq), entry)
+        self._ready_count += 1
+        self._ready_bytes += len(entry.message.body)
+
+    def reject(self, entries: Iterable[Entry]) -> list[DeadLetter]:
+        """Rejected or nacked without requeue: dead-letter with reason `rejected`."""
+        dead: list[DeadLetter] = []
+        for entry in entries:
+            self._unacked -= 1
+            if not self.deleted:
+                self._dead_letter_into(dead, entry.message, "rejected")
+        return dead
+
+    # ---------------------------------------------------------------- timers
+    def next_deadline(self) -> int | None:
+        deadline: int | None = None
+        for level in self._ready:
+            if level and level[0].expires_at is not None:
+                at = level[0].expires_at
+                if deadline is None or at < deadline:
+                    deadline = at
+        expiry = self.expiry_deadline()
+        if expiry is not None and (deadline is None or expiry < deadline):
+            deadline = expiry
+        return deadline
+
+    def expiry_deadline(self) -> int | None:
+        """When `x-expires` deletes this unused queue (None while it has consumers)."""
+        if self.args.expires is None or self.consumers:
+            return None
+        return self.last_used_ms + self.args.expires
+
+    def expire_messages(self, now_ms: int) -> list[DeadLetter]:
+        dead: list[DeadLetter] = []
+        self._drop_expired_heads(now_ms, dead)
+        return dead
+
+    # ------------------------------------------------------------- consumers
+    def add_consumer(self, consumer: Consumer, exclusive: bool, now_ms: int) -> None:
+        self.last_used_ms = now_ms
+        # Keep higher priorities first; equal priorities in arrival order.
+        index = len(self.consumers)
+        if not self.args.single_active_consumer:
+            while index and self.consumers[index - 1].priority < consumer.priority:
+                index -= 1
+        self.consumers.insert(index, consumer)
+        if exclusive:
+            self.exclusive_consumer = consumer
+        self.had_consumers = True
+
+    def remove_consumer(self, consumer: Consumer, now_ms: int) -> None:
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+        if self.exclusive_consumer is consumer:
+            self.exclusive_consumer = None
+        self.last_used_ms = now_ms
+
+    def touch(self, now_ms: int) -> None:
+        self.last_used_ms = now_ms
+
+    # ------------------------------------------------------------ lifecycle
+    def purge(self) -> int:
+        count = self._ready_count
+        for level in self._ready:
+            level.clear()
+        self._ready_count = 0
+        self._ready_bytes = 0
+        return count
+
+    def mark_deleted(self) -> int:
+        """The queue is gone: ready messages are dropped (not dead-lettered), as in RabbitMQ."""
+        self.deleted = True
+        return self.purge()
+
+    def _dead_letter_into(self, dead: list[DeadLetter], message: Message, reason: str) -> None:
+        exchange = self.args.dead_letter_exchange
+        if exchange is None:
+            return
+        self.stats["dead_lettered"] += 1
+        dead.append(
+            DeadLetter(message, reason, self.name, exchange, self.args.dead_letter_routing_key)
+        )
