@@ -125,6 +125,8 @@ def parse_queue_arguments(
         "max_length_bytes": integer("x-max-length-bytes", 0),
         "max_priority": integer("x-max-priority", 0),
         "delivery_limit": integer("x-delivery-limit", 0),
+        "dead_letter_exchange": None,
+        "dead_letter_routing_key": None,
     }
     if parsed["max_priority"] is not None and parsed["max_priority"] > 255:
         raise _invalid(

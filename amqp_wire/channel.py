@@ -1,0 +1,598 @@
+"""One AMQP channel: method dispatch, content assembly, consumers, acks, confirms, tx.
+
+Theory of operation. A channel expects a method frame; basic.publish makes it
+expect a content header and then body frames until the declared size has
+arrived (frames of other channels may interleave). Any other frame in those
+states is 505 UNEXPECTED_FRAME, as RabbitMQ closes the connection for it.
+
+Deliveries to this channel's consumers come from queues (`ChannelConsumer.deliver`)
+and get channel-wide delivery tags; unacked ones are kept in tag order in an
+OrderedDict, so `multiple` acks pop from the front without scanning the rest.
+Prefetch: per consumer (`basic.qos` global=false, for consumers created after
+it, as RabbitMQ does) and per channel (global=true, shared by all consumers).
+
+Errors raised by the core are pamqp reply-code exceptions; `handle_frame`
+passes them to the connection, which closes this channel (soft) or the whole
+connection (hard) with the failing method's class and method ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands, exceptions
+
+from amqp_wire import framing
+from bindings.model import Destination
+from queues.message import Message
+from queues.properties import decode_properties, encode_properties, replace_headers
+from queues.queue import Entry, Queue
+
+if TYPE_CHECKING:
+    from amqp_wire.connection import Connection
+    from exchanges.vhost import VirtualHost
+
+_SHORT = struct.Struct(">B")
+_DELIVER_PREFIX = struct.pack(">HH", 60, 60)
+_TAG = struct.Struct(">Q")
+_BASIC = commands.Basic
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+def _shortstr(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return _SHORT.pack(len(data)) + data
+
+
+class ChannelConsumer:
+    """A basic.consume subscription; the queue delivers to it while it has credit."""
+
+    __slots__ = ("channel", "consumer_tag", "queue", "no_ack", "priority", "prefetch", "unacked", "exclusive")
+
+    def __init__(self, channel: Channel, consumer_tag: str, queue: Queue, no_ack: bool,
+                 priority: int, prefetch: int, exclusive: bool) -> None:
+        self.channel = channel
+        self.consumer_tag = consumer_tag
+        self.queue = queue
+        self.no_ack = no_ack
+        self.priority = priority
+        self.prefetch = prefetch
+        self.unacked = 0
+        self.exclusive = exclusive
+
+    def has_credit(self) -> bool:
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        channel = self.channel
+        return not channel.global_prefetch or len(channel.unacked) < channel.global_prefetch
+
+    def deliver(self, queue: Queue, entry: Entry) -> None:
+        self.channel.deliver(self, queue, entry)
+
+    def queue_deleted(self, queue: Queue) -> None:
+        self.channel.consumer_cancelled_by_server(self)
+
+
+class Channel:
+    def __init__(self, connection: Connection, number: int) -> None:
+        self.connection = connection
+        self.number = number
+        self.vhost: VirtualHost = connection.vhost  # type: ignore[assignment]
+        self.consumers: dict[str, ChannelConsumer] = {}
+        self.unacked: OrderedDict[int, tuple[Queue, Entry, ChannelConsumer | None]] = OrderedDict()
+        self.delivery_tag = 0
+        self.consumer_prefetch = 0
+        self.global_prefetch = 0
+        self.confirm = False
+        self.publish_seq = 0
+        self.tx: list[Callable[[], None]] | None = None
+        self.last_queue: str | None = None
+        self.reply_to_token: str | None = None
+        # content assembly
+        self._publish: Any = None
+        self._properties: Any = None
+        self._raw_properties = b""
+        self._body_size = 0
+        self._body: list[bytes] = []
+        self._received = 0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            commands.Channel.Close: self._channel_close,
+            commands.Channel.CloseOk: lambda m: None,
+            commands.Channel.Flow: self._channel_flow,
+            commands.Channel.FlowOk: lambda m: None,
+            commands.Exchange.Declare: self._exchange_declare,
+            commands.Exchange.Delete: self._exchange_delete,
+            commands.Exchange.Bind: self._exchange_bind,
+            commands.Exchange.Unbind: self._exchange_unbind,
+            commands.Queue.Declare: self._queue_declare,
+            commands.Queue.Bind: self._queue_bind,
+            commands.Queue.Unbind: self._queue_unbind,
+            commands.Queue.Purge: self._queue_purge,
+            commands.Queue.Delete: self._queue_delete,
+            _BASIC.Qos: self._basic_qos,
+            _BASIC.Consume: self._basic_consume,
+            _BASIC.Cancel: self._basic_cancel,
+            _BASIC.Publish: self._basic_publish,
+            _BASIC.Get: self._basic_get,
+            _BASIC.Ack: self._basic_ack,
+            _BASIC.Nack: self._basic_nack,
+            _BASIC.Reject: self._basic_reject,
+            _BASIC.Recover: self._basic_recover,
+            _BASIC.RecoverAsync: self._basic_recover_async,
+            commands.Confirm.Select: self._confirm_select,
+            commands.Tx.Select: self._tx_select,
+            commands.Tx.Commit: self._tx_commit,
+            commands.Tx.Rollback: self._tx_rollback,
+        }
+
+    # -------------------------------------------------------------- frames
+    def handle_frame(self, frame_type: int, payload: bytes) -> None:
+        from amqp_wire.connection import decode_method
+
+        if self._publish is not None:
+            self._content_frame(frame_type, payload)
+            return
+        if frame_type != framing.FRAME_METHOD:
+            raise exceptions.AMQPUnexpectedFrame(
+                f"expected method frame, got non method frame instead"
+            )
+        method = decode_method(payload)
+        handler = self._handlers.get(type(method))
+        if handler is None:
+            raise exceptions.AMQPCommandInvalid(f"unexpected method {method.name} on channel {self.number}")
+        try:
+            handler(method)
+        except exceptions.AMQPError as error:
+            index = method.index
+            self.connection.channel_error(self.number, error, index >> 16, index & 0xFFFF)
+
+    def _content_frame(self, frame_type: int, payload: bytes) -> None:
+        if self._properties is None:
+            if frame_type != framing.FRAME_HEADER:
+                raise exceptions.AMQPUnexpectedFrame(
+                    "expected content header for class 60, got non content header frame instead"
+                )
+            class_id, body_size, raw = framing.parse_content_header(payload)
+            if class_id != 60:
+                raise exceptions.AMQPUnexpectedFrame(f"expected content header for class 60, got class {class_id}")
+            self._properties = decode_properties(raw)
+            self._raw_properties = raw
+            self._body_size = body_size
+            limit = self.connection.broker.settings.max_message_size
+            if body_size > limit:
+                self._reset_content()
+                self.connection.channel_error(
+                    self.number,
+                    exceptions.AMQPPreconditionFailed(
+                        f"message size {body_size} is larger than configured max size {limit}"
+                    ),
+                    60, 40,
+                )
+                return
+        else:
+            if frame_type != framing.FRAME_BODY:
+                raise exceptions.AMQPUnexpectedFrame(
+                    "expected content body, got non content body frame instead"
+                )
+            self._body.append(payload)
+            self._received += len(payload)
+            if self._received > self._body_size:
+                raise exceptions.AMQPFrameError(
+                    f"content body exceeds the declared size of {self._body_size} bytes"
+                )
+        if self._received >= self._body_size:
+            method, properties, raw = self._publish, self._properties, self._raw_properties
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            self._reset_content()
+            try:
+                self._publish_complete(method, properties, raw, body)
+            except exceptions.AMQPError as error:
+                self.connection.channel_error(self.number, error, 60, 40)
+
+    def _reset_content(self) -> None:
+        self._publish = None
+        self._properties = None
+        self._raw_properties = b""
+        self._body = []
+        self._received = 0
+        self._body_size = 0
+
+    # ------------------------------------------------------------- helpers
+    def send(self, method: Any) -> None:
+        self.connection.send_method(self.number, method)
+
+    def now(self) -> int:
+        return self.connection.broker.now_ms()
+
+    def _queue_name(self, name: str) -> str:
+        """The empty name means the channel's last declared queue (AMQP 0-9-1)."""
+        if name:
+            return name
+        if self.last_queue is None:
+            raise exceptions.AMQPNotFound("no previously declared queue")
+        return self.last_queue
+
+    # ------------------------------------------------------------- channel
+    def _channel_close(self, method: commands.Channel.Close) -> None:
+        self.connection.channel_closed_by_client(self.number)
+
+    def _channel_flow(self, method: commands.Channel.Flow) -> None:
+        if not method.active:
+            raise exceptions.AMQPNotImplemented("active=false")
+        self.send(commands.Channel.FlowOk(active=True))
+
+    def release(self) -> None:
+        """The channel is closing: cancel its consumers and requeue what it holds."""
+        now = self.now()
+        for consumer in list(self.consumers.values()):
+            self._drop_consumer(consumer, now)
+        self.consumers.clear()
+        self._requeue_all(now)
+        if self.reply_to_token is not None:
+            self.connection.broker.direct_reply_to.pop(self.reply_to_token, None)
+            self.reply_to_token = None
+        self.tx = None
+
+    def _drop_consumer(self, consumer: ChannelConsumer, now: int) -> None:
+        self.vhost.forget_observer(consumer.queue, consumer)
+        if consumer.queue.deleted:
+            return
+        self.vhost.cancel(consumer.queue, consumer, now)
+
+    def _requeue_all(self, now: int) -> None:
+        by_queue: dict[Queue, list[Entry]] = {}
+        for queue, entry, consumer in self.unacked.values():
+            by_queue.setdefault(queue, []).append(entry)
+            if consumer is not None:
+                consumer.unacked -= 1
+        self.unacked.clear()
+        for queue, entries in by_queue.items():
+            self.vhost.requeue(queue, entries, now)
+
+    # ------------------------------------------------------------ exchange
+    def _exchange_declare(self, method: commands.Exchange.Declare) -> None:
+        self.vhost.declare_exchange(
+            method.exchange, method.exchange_type, passive=method.passive, durable=method.durable,
+            auto_delete=method.auto_delete, internal=method.internal, arguments=method.arguments,
+        )
+        if not method.nowait:
+            self.send(commands.Exchange.DeclareOk())
+
+    def _exchange_delete(self, method: commands.Exchange.Delete) -> None:
+        self.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
+        if not method.nowait:
+            self.send(commands.Exchange.DeleteOk())
+
+    def _exchange_bind(self, method: commands.Exchange.Bind) -> None:
+        self.vhost.bind(method.source, Destination.exchange(method.destination), method.routing_key, method.arguments)
+        if not method.nowait:
+            self.send(commands.Exchange.BindOk())
+
+    def _exchange_unbind(self, method: commands.Exchange.Unbind) -> None:
+        self.vhost.unbind(method.source, Destination.exchange(method.destination), method.routing_key, method.arguments)
+        if not method.nowait:
+            self.send(commands.Exchange.UnbindOk())
+
+    # --------------------------------------------------------------- queue
+    def _queue_declare(self, method: commands.Queue.Declare) -> None:
+        queue = self.vhost.declare_queue(
+            method.queue, passive=method.passive, durable=method.durable, exclusive=method.exclusive,
+            auto_delete=method.auto_delete, arguments=method.arguments, owner=self.connection, now_ms=self.now(),
+        )
+        self.last_queue = queue.name
+        if not method.nowait:
+            self.send(commands.Queue.DeclareOk(
+                queue=queue.name, message_count=queue.message_count, consumer_count=queue.consumer_count,
+            ))
+
+    def _queue_bind(self, method: commands.Queue.Bind) -> None:
+        name = self._queue_name(method.queue)
+        routing_key = method.routing_key if (method.queue or method.routing_key) else name
+        self.vhost.bind(method.exchange, Destination.queue(name), routing_key, method.arguments, owner=self.connection)
+        if not method.nowait:
+            self.send(commands.Queue.BindOk())
+
+    def _queue_unbind(self, method: commands.Queue.Unbind) -> None:
+        name = self._queue_name(method.queue)
+        self.vhost.unbind(method.exchange, Destination.queue(name), method.routing_key, method.arguments, owner=self.connection)
+        self.send(commands.Queue.UnbindOk())
+
+    def _queue_purge(self, method: commands.Queue.Purge) -> None:
+        count = self.vhost.purge_queue(self._queue_name(method.queue), owner=self.connection)
+        if not method.nowait:
+            self.send(commands.Queue.PurgeOk(message_count=count))
+
+    def _queue_delete(self, method: commands.Queue.Delete) -> None:
+        count = self.vhost.delete_queue(
+            self._queue_name(method.queue), if_unused=method.if_unused, if_empty=method.if_empty, owner=self.connection,
+        )
+        if not method.nowait:
+            self.send(commands.Queue.DeleteOk(message_count=count))
+
+    # --------------------------------------------------------------- basic
+    def _basic_qos(self, method: _BASIC.Qos) -> None:
+        if method.prefetch_size:
+            raise exceptions.AMQPNotImplemented(f"prefetch_size!=0 ({method.prefetch_size})")
+        if method.global_:
+            self.global_prefetch = method.prefetch_count
+        else:
+            self.consumer_prefetch = method.prefetch_count
+        self.send(_BASIC.QosOk())
+        if method.global_:
+            self._dispatch_consumed_queues()
+
+    def _basic_consume(self, method: _BASIC.Consume) -> None:
+        queue_name = self._queue_name(method.queue)
+        if queue_name == DIRECT_REPLY_TO:
+            self._consume_direct_reply_to(method)
+            return
+        tag = method.consumer_tag or "amq.ctag-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if tag in self.consumers:
+            raise exceptions.AMQPNotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        arguments = method.arguments or {}
+        priority = arguments.get("x-priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid arg 'x-priority' for queue '{queue_name}' in vhost '{self.vhost.name}'"
+            )
+        queue = self.vhost.queue(queue_name, owner=self.connection)
+        consumer = ChannelConsumer(self, tag, queue, method.no_ack, priority, self.consumer_prefetch, method.exclusive)
+        self.vhost.consume(
+            queue_name, consumer, exclusive=method.exclusive, owner=self.connection,
+            observer=consumer, now_ms=self.now(), dispatch=False,
+        )
+        self.consumers[tag] = consumer
+        if not method.nowait:
+            self.send(_BASIC.ConsumeOk(consumer_tag=tag))
+        self.vhost.dispatch(queue, self.now())
+
+    def _basic_cancel(self, method: _BASIC.Cancel) -> None:
+        if method.consumer_tag == self.reply_to_token:
+            self.connection.broker.direct_reply_to.pop(self.reply_to_token, None)
+            self.reply_to_token = None
+        consumer = self.consumers.pop(method.consumer_tag, None)
+        if consumer is not None:
+            self._drop_consumer(consumer, self.now())
+        if not method.nowait:
+            self.send(_BASIC.CancelOk(consumer_tag=method.consumer_tag))
+
+    def consumer_cancelled_by_server(self, consumer: ChannelConsumer) -> None:
+        """Its queue was deleted: tell the client if it understands basic.cancel."""
+        if self.consumers.pop(consumer.consumer_tag, None) is None:
+            return
+        if self.connection.capabilities.get("consumer_cancel_notify"):
+            self.send(_BASIC.Cancel(consumer_tag=consumer.consumer_tag, nowait=True))
+
+    def _basic_publish(self, method: _BASIC.Publish) -> None:
+        if method.immediate:
+            raise exceptions.AMQPNotImplemented("immediate=true")
+        self._publish = method
+
+    def _publish_complete(self, method: _BASIC.Publish, properties: Any, raw: bytes, body: bytes) -> None:
+        headers = properties.headers
+        routing_keys: tuple[str, ...] = (method.routing_key,)
+        if headers and ("CC" in headers or "BCC" in headers):
+            routing_keys += _header_keys(headers.get("CC")) + _header_keys(headers.get("BCC"))
+            if "BCC" in headers:
+                raw = replace_headers(raw, lambda table: table.keydelete("BCC") if table is not None else None)
+                properties = decode_properties(raw)
+        if properties.reply_to == DIRECT_REPLY_TO:
+            if self.reply_to_token is None:
+                raise exceptions.AMQPPreconditionFailed("fast reply consumer does not exist")
+            raw = _set_reply_to(raw, f"{DIRECT_REPLY_TO}.{self.reply_to_token}")
+            properties = decode_properties(raw)
+        message = Message(method.exchange, method.routing_key, properties, body, raw, routing_keys)
+        if self.confirm:
+            self.publish_seq += 1
+        if self.tx is not None:
+            self.vhost.exchange(method.exchange)  # a missing exchange fails now, not at commit
+            self.tx.append(lambda: self._route(method, message))
+            return
+        self._route(method, message)
+
+    def _route(self, method: _BASIC.Publish, message: Message) -> None:
+        vhost = self.vhost
+        if method.exchange == "" and method.routing_key.startswith(DIRECT_REPLY_TO + "."):
+            routed = self.connection.broker.deliver_direct_reply(method.routing_key, message)
+            rejected = False
+        else:
+            outcome = vhost.publish(method.exchange, message, self.now())
+            routed, rejected = outcome.routed, outcome.rejected
+        if not routed and method.mandatory:
+            self.connection.send_method(self.number, _BASIC.Return(
+                reply_code=312, reply_text="NO_ROUTE", exchange=method.exchange, routing_key=method.routing_key,
+            ))
+            self._send_content(message)
+        if self.confirm and self.tx is None:
+            tag = self.publish_seq
+            self.send(_BASIC.Nack(delivery_tag=tag) if rejected else _BASIC.Ack(delivery_tag=tag))
+
+    def _send_content(self, message: Message) -> None:
+        raw = message.raw_properties
+        if raw is None:
+            raw = encode_properties(message.properties)
+        for data in framing.content_frames(self.number, raw, message.body, self.connection.frame_max):
+            self.connection.send(data)
+
+    def deliver(self, consumer: ChannelConsumer | None, queue: Queue | None, entry: Entry, consumer_tag: str = "") -> None:
+        self.delivery_tag += 1
+        tag = self.delivery_tag
+        if consumer is not None and queue is not None and not consumer.no_ack:
+            self.unacked[tag] = (queue, entry, consumer)
+            consumer.unacked += 1
+        message = entry.message
+        payload = b"".join((
+            _DELIVER_PREFIX,
+            _shortstr(consumer.consumer_tag if consumer is not None else consumer_tag),
+            _TAG.pack(tag),
+            b"\x01" if entry.redelivered else b"\x00",
+            _shortstr(message.exchange),
+            _shortstr(message.routing_key),
+        ))
+        self.connection.send(framing.frame(framing.FRAME_METHOD, self.number, payload))
+        self._send_content(message)
+
+    def _basic_get(self, method: _BASIC.Get) -> None:
+        name = self._queue_name(method.queue)
+        outcome = self.vhost.get(name, no_ack=method.no_ack, owner=self.connection, now_ms=self.now())
+        entry = outcome.entry
+        if entry is None:
+            self.send(_BASIC.GetEmpty())
+            return
+        self.delivery_tag += 1
+        tag = self.delivery_tag
+        if not method.no_ack:
+            self.unacked[tag] = (self.vhost.queues.get(name) or _gone(name), entry, None)
+        message = entry.message
+        self.send(_BASIC.GetOk(
+            delivery_tag=tag, redelivered=entry.redelivered, exchange=message.exchange,
+            routing_key=message.routing_key, message_count=outcome.message_count,
+        ))
+        self._send_content(message)
+
+    def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[Queue, Entry, ChannelConsumer | None]]:
+        unacked = self.unacked
+        if multiple and delivery_tag == 0:
+            taken = list(unacked.values())
+            unacked.clear()
+        elif delivery_tag not in unacked:
+            raise exceptions.AMQPPreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        elif multiple:
+            taken = []
+            while unacked:
+                tag, item = unacked.popitem(last=False)
+                taken.append(item)
+                if tag == delivery_tag:
+                    break
+        else:
+            taken = [unacked.pop(delivery_tag)]
+        for _, _, consumer in taken:
+            if consumer is not None:
+                consumer.unacked -= 1
+        return taken
+
+    def _settle(self, delivery_tag: int, multiple: bool, action: str) -> None:
+        taken = self._take(delivery_tag, multiple)
+        if self.tx is not None:
+            self.tx.append(lambda: self._apply_settlement(taken, action))
+            return
+        self._apply_settlement(taken, action)
+
+    def _apply_settlement(self, taken: list[tuple[Queue, Entry, ChannelConsumer | None]], action: str) -> None:
+        now = self.now()
+        by_queue: dict[Queue, list[Entry]] = {}
+        for queue, entry, _ in taken:
+            by_queue.setdefault(queue, []).append(entry)
+        for queue, entries in by_queue.items():
+            if action == "ack":
+                self.vhost.ack(queue, entries)
+            elif action == "requeue":
+                self.vhost.requeue(queue, entries, now)
+            else:
+                self.vhost.reject(queue, entries, now)
+        self._dispatch_consumed_queues()
+
+    def _dispatch_consumed_queues(self) -> None:
+        now = self.now()
+        seen: set[Queue] = set()
+        for consumer in list(self.consumers.values()):
+            queue = consumer.queue
+            if queue not in seen and queue.message_count and not queue.deleted:
+                seen.add(queue)
+                self.vhost.dispatch(queue, now)
+
+    def _basic_ack(self, method: _BASIC.Ack) -> None:
+        self._settle(method.delivery_tag, method.multiple, "ack")
+
+    def _basic_nack(self, method: _BASIC.Nack) -> None:
+        self._settle(method.delivery_tag, method.multiple, "requeue" if method.requeue else "reject")
+
+    def _basic_reject(self, method: _BASIC.Reject) -> None:
+        self._settle(method.delivery_tag, False, "requeue" if method.requeue else "reject")
+
+    def _basic_recover(self, method: _BASIC.Recover) -> None:
+        self._recover(method.requeue)
+        self.send(_BASIC.RecoverOk())
+
+    def _basic_recover_async(self, method: _BASIC.RecoverAsync) -> None:
+        self._recover(method.requeue)
+
+    def _recover(self, requeue: bool) -> None:
+        # RabbitMQ requeues in both cases: redelivery to the same consumer is not offered.
+        self._requeue_all(self.now())
+        self._dispatch_consumed_queues()
+
+    # ------------------------------------------------------ confirm and tx
+    def _confirm_select(self, method: commands.Confirm.Select) -> None:
+        if self.tx is not None:
+            raise exceptions.AMQPPreconditionFailed("cannot switch from tx to confirm mode")
+        self.confirm = True
+        if not method.nowait:
+            self.send(commands.Confirm.SelectOk())
+
+    def _tx_select(self, method: commands.Tx.Select) -> None:
+        if self.confirm:
+            raise exceptions.AMQPPreconditionFailed("cannot switch from confirm to tx mode")
+        if self.tx is None:
+            self.tx = []
+        self.send(commands.Tx.SelectOk())
+
+    def _tx_commit(self, method: commands.Tx.Commit) -> None:
+        if self.tx is None:
+            raise exceptions.AMQPPreconditionFailed("channel is not transactional")
+        pending, self.tx = self.tx, None
+        try:
+            for action in pending:
+                action()
+        finally:
+            self.tx = []
+        self.send(commands.Tx.CommitOk())
+
+    def _tx_rollback(self, method: commands.Tx.Rollback) -> None:
+        if self.tx is None:
+            raise exceptions.AMQPPreconditionFailed("channel is not transactional")
+        self.tx = []
+        self.send(commands.Tx.RollbackOk())
+
+    # ---------------------------------------------------------- reply-to
+    def _consume_direct_reply_to(self, method: _BASIC.Consume) -> None:
+        if not method.no_ack:
+            raise exceptions.AMQPPreconditionFailed("reply consumer cannot acknowledge")
+        if self.reply_to_token is not None:
+            raise exceptions.AMQPPreconditionFailed("reply consumer already set")
+        token = base64.urlsafe_b64encode(os.urandom(18)).decode()
+        tag = method.consumer_tag or token
+        self.reply_to_token = tag if method.consumer_tag else token
+        self.connection.broker.direct_reply_to[self.reply_to_token] = (self, tag)
+        if not method.nowait:
+            self.send(_BASIC.ConsumeOk(consumer_tag=tag))
+
+
+def _gone(name: str) -> Queue:
+    raise exceptions.AMQPNotFound(f"no queue '{name}'")
+
+
+def _header_keys(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    keys = []
+    for item in value:
+        if isinstance(item, bytes):
+            item = item.decode("utf-8", "replace")
+        if isinstance(item, str):
+            keys.append(item)
+    return tuple(keys)
+
+
+def _set_reply_to(raw: bytes, reply_to: str) -> bytes:
+    properties = decode_properties(raw)
+    properties.reply_to = reply_to
+    return encode_properties(properties)

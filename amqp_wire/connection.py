@@ -1,0 +1,461 @@
+"""One AMQP connection, sans-IO: bytes in (`receive_data`), bytes out (`data_to_send`).
+
+Theory of operation. The connection walks an enum of states through the
+handshake (protocol header, start/start-ok, tune/tune-ok, open) to OPEN, then
+hands channel frames to `Channel` objects. The state table `ALLOWED` says which
+connection-class methods each state accepts; anything else is a lookup miss
+that becomes the close code RabbitMQ sends. Once we have sent connection.close
+(CLOSING), every frame but close/close-ok is discarded until close-ok arrives.
+
+Output is a list of byte strings; `on_output` tells the shell there is some,
+so it can write once per event-loop pass. No exception escapes `receive_data`:
+protocol errors become closes, and a bug becomes 541 INTERNAL_ERROR for this
+connection only.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import platform
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pamqp import commands, decode, exceptions
+from pamqp import frame as pamqp_frame
+
+from amqp_wire import framing
+from amqp_wire.channel import Channel
+from amqp_wire.errors import closing_for
+from exchanges.broker import Broker
+
+log = logging.getLogger("leveret.connection")
+
+FRAME_MIN_SIZE = 4096  # frames before tune-ok may be this big (spec 4.2.3)
+
+
+class State(enum.Enum):
+    AWAIT_HEADER = "await protocol header"
+    AWAIT_START_OK = "await connection.start-ok"
+    AWAIT_SECURE_OK = "await connection.secure-ok"
+    AWAIT_TUNE_OK = "await connection.tune-ok"
+    AWAIT_OPEN = "await connection.open"
+    OPEN = "open"
+    CLOSING = "closing"  # we sent connection.close, waiting for close-ok
+    CLOSED = "closed"
+
+
+ALLOWED: dict[State, tuple[type, ...]] = {
+    State.AWAIT_START_OK: (commands.Connection.StartOk,),
+    State.AWAIT_SECURE_OK: (commands.Connection.SecureOk,),
+    State.AWAIT_TUNE_OK: (commands.Connection.TuneOk,),
+    State.AWAIT_OPEN: (commands.Connection.Open,),
+    State.OPEN: (commands.Connection.Close, commands.Connection.CloseOk),
+    State.CLOSING: (commands.Connection.Close, commands.Connection.CloseOk),
+}
+
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "consumer_priorities": True,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+    "direct_reply_to": True,
+}
+
+
+def server_properties() -> dict[str, Any]:
+    from leveret import __version__
+
+    return {
+        "capabilities": CAPABILITIES,
+        "cluster_name": f"leveret@{socket.gethostname()}",
+        "copyright": "Copyright (c) the leveret authors",
+        "information": "A RabbitMQ-compatible AMQP 0-9-1 broker in Python",
+        "platform": f"Python {platform.python_version()}",
+        "product": "leveret",
+        "version": __version__,
+    }
+
+
+class Connection:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        peer_host: str = "127.0.0.1",
+        on_output: Callable[[], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.broker = broker
+        self.peer_host = peer_host
+        self.on_output = on_output or (lambda: None)
+        self.monotonic = monotonic
+        self.state = State.AWAIT_HEADER
+        self.reader = framing.FrameReader(FRAME_MIN_SIZE)
+        self._out: list[bytes] = []
+        self.want_close = False
+        self.reading_paused = False
+        self.channels: dict[int, Channel] = {}
+        self.closing_channels: set[int] = set()
+        settings = broker.settings
+        self.channel_max = settings.channel_max
+        self.frame_max = settings.frame_max
+        self.heartbeat = 0
+        self.client_properties: dict[str, Any] = {}
+        self.user = ""
+        self.vhost = None  # set by connection.open
+        self._last_received = monotonic()
+        self._last_sent = monotonic()
+        self.name = f"{peer_host}"
+
+    # ----------------------------------------------------------- output
+    def send(self, data: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
+        was_empty = not self._out
+        self._out.append(data)
+        if was_empty:
+            self.on_output()
+
+    def send_method(self, channel: int, method: Any) -> None:
+        self.send(pamqp_frame.marshal(method, channel))
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        self._last_sent = self.monotonic()
+        return data
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        caps = self.client_properties.get("capabilities")
+        return caps if isinstance(caps, dict) else {}
+
+    # ------------------------------------------------------------ input
+    def receive_data(self, data: bytes) -> None:
+        if self.state is State.CLOSED or self.want_close:
+            return
+        self._last_received = self.monotonic()
+        self.reader.feed(data)
+        try:
+            if self.state is State.AWAIT_HEADER and not self._read_protocol_header():
+                return
+            for frame_type, channel, payload in self.reader.frames():
+                self._handle_frame(frame_type, channel, payload)
+                if self.want_close or self.state is State.CLOSED:
+                    return
+        except exceptions.AMQPError as error:
+            self.close_with(error)
+        except Exception as error:  # a bug must cost one connection, not the broker
+            log.exception("internal error on connection %s", self.name)
+            self.close_with(exceptions.AMQPInternalError(f"{type(error).__name__}: {error}"))
+
+    def _read_protocol_header(self) -> bool:
+        header = self.reader.take(8)
+        if header is None:
+            return False
+        if header != framing.PROTOCOL_HEADER:
+            # RabbitMQ answers an unsupported header with the one it speaks, then closes.
+            self.send(framing.PROTOCOL_HEADER)
+            self.want_close = True
+            return False
+        self.state = State.AWAIT_START_OK
+        self.send_method(
+            0,
+            commands.Connection.Start(
+                version_major=0,
+                version_minor=9,
+                server_properties=server_properties(),
+                mechanisms="PLAIN AMQPLAIN",
+                locales="en_US",
+            ),
+        )
+        return True
+
+    def _handle_frame(self, frame_type: int, channel: int, payload: bytes) -> None:
+        if frame_type == framing.FRAME_HEARTBEAT:
+            if channel != 0:
+                raise exceptions.AMQPFrameError("heartbeat frame on a non-zero channel")
+            return
+        if frame_type not in (framing.FRAME_METHOD, framing.FRAME_HEADER, framing.FRAME_BODY):
+            raise exceptions.AMQPFrameError(f"unknown frame type {frame_type}")
+        if channel == 0:
+            if frame_type != framing.FRAME_METHOD:
+                raise exceptions.AMQPUnexpectedFrame(
+                    f"expected method frame, got non method frame instead"
+                )
+            self._handle_connection_method(decode_method(payload))
+            return
+        if self.state is State.CLOSING:
+            return  # discarded until close-ok (spec 2.2.4)
+        if self.state is not State.OPEN:
+            raise exceptions.AMQPChannelError(f"channel {channel} used before the connection is open")
+        if channel > self.channel_max:
+            raise exceptions.AMQPChannelError(
+                f"channel number {channel} is above the negotiated channel_max {self.channel_max}"
+            )
+        if channel in self.closing_channels:
+            self._handle_closing_channel(channel, frame_type, payload)
+            return
+        handler = self.channels.get(channel)
+        if handler is None:
+            if frame_type != framing.FRAME_METHOD:
+                raise exceptions.AMQPUnexpectedFrame(
+                    f"expected 'channel.open' on channel {channel}, got a content frame"
+                )
+            method = decode_method(payload)
+            if not isinstance(method, commands.Channel.Open):
+                raise exceptions.AMQPChannelError(f"expected 'channel.open'")
+            self.channels[channel] = Channel(self, channel)
+            self.send_method(channel, commands.Channel.OpenOk())
+            return
+        handler.handle_frame(frame_type, payload)
+
+    def _handle_closing_channel(self, channel: int, frame_type: int, payload: bytes) -> None:
+        """After our channel.close, only close/close-ok matter on that channel."""
+        if frame_type != framing.FRAME_METHOD:
+            return
+        method = decode_method(payload)
+        if isinstance(method, commands.Channel.CloseOk):
+            self.closing_channels.discard(channel)
+        elif isinstance(method, commands.Channel.Close):
+            self.send_method(channel, commands.Channel.CloseOk())
+
+    # ------------------------------------------------- connection class
+    def _handle_connection_method(self, method: Any) -> None:
+        allowed = ALLOWED.get(self.state, ())
+        if not isinstance(method, allowed):
+            if self.state is State.CLOSING:
+                return
+            if isinstance(method, commands.Channel.Open) or method.name.split(".")[0] != "Connection":
+                raise exceptions.AMQPCommandInvalid(f"unexpected method {_method_name(method)} on channel 0")
+            raise exceptions.AMQPCommandInvalid(
+                f"unexpected {_method_name(method)} in state '{self.state.value}'"
+            )
+        if isinstance(method, commands.Connection.StartOk):
+            self._start_ok(method)
+        elif isinstance(method, commands.Connection.TuneOk):
+            self._tune_ok(method)
+        elif isinstance(method, commands.Connection.Open):
+            self._open(method)
+        elif isinstance(method, commands.Connection.Close):
+            self._shutdown_channels()
+            self.send_method(0, commands.Connection.CloseOk())
+            self.want_close = True
+        elif isinstance(method, commands.Connection.CloseOk):
+            self.want_close = True
+
+    def _start_ok(self, method: commands.Connection.StartOk) -> None:
+        self.client_properties = dict(method.client_properties or {})
+        mechanism = method.mechanism
+        user, password = _credentials(mechanism, method.response)
+        users = self.broker.settings.users
+        if user is None or users.get(user) != password:
+            self._refuse_login(mechanism)
+            return
+        if user in self.broker.settings.loopback_users and not _is_loopback(self.peer_host):
+            self._refuse_login(mechanism, loopback=user)
+            return
+        self.user = user
+        self.state = State.AWAIT_TUNE_OK
+        settings = self.broker.settings
+        self.send_method(
+            0,
+            commands.Connection.Tune(
+                channel_max=settings.channel_max, frame_max=settings.frame_max, heartbeat=settings.heartbeat
+            ),
+        )
+
+    def _refuse_login(self, mechanism: str, loopback: str | None = None) -> None:
+        if loopback is not None:
+            text = f"User '{loopback}' can only connect via localhost"
+        else:
+            text = (
+                f"Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile."
+            )
+        if self.capabilities.get("authentication_failure_close"):
+            self.close_with(exceptions.AMQPAccessRefused(text))
+        else:
+            self.want_close = True  # without the capability RabbitMQ just drops the socket
+
+    def _tune_ok(self, method: commands.Connection.TuneOk) -> None:
+        settings = self.broker.settings
+        if method.frame_max and method.frame_max < FRAME_MIN_SIZE:
+            raise exceptions.AMQPNotAllowed(
+                f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min size"
+            )
+        if method.frame_max > settings.frame_max:
+            raise exceptions.AMQPNotAllowed(
+                f"frame_max={method.frame_max} > {settings.frame_max} max size"
+            )
+        if method.channel_max > settings.channel_max:
+            raise exceptions.AMQPNotAllowed(
+                f"channel_max={method.channel_max} > {settings.channel_max} max"
+            )
+        self.frame_max = method.frame_max or settings.frame_max
+        self.channel_max = method.channel_max or settings.channel_max
+        self.heartbeat = method.heartbeat
+        self.reader.frame_max = self.frame_max
+        self.state = State.AWAIT_OPEN
+
+    def _open(self, method: commands.Connection.Open) -> None:
+        self.vhost = self.broker.vhost(method.virtual_host)  # type: ignore[assignment]
+        self.state = State.OPEN
+        self.send_method(0, commands.Connection.OpenOk())
+
+    # ------------------------------------------------------------ closing
+    def close_with(self, error: exceptions.AMQPError, class_id: int = 0, method_id: int = 0) -> None:
+        """Send connection.close for `error` and stop taking frames."""
+        if self.state in (State.CLOSING, State.CLOSED) or self.want_close:
+            return
+        closing = closing_for(error)
+        self._shutdown_channels()
+        if self.state is State.AWAIT_HEADER:
+            self.want_close = True
+            return
+        self.send_method(
+            0,
+            commands.Connection.Close(
+                reply_code=closing.reply_code, reply_text=closing.reply_text,
+                class_id=class_id, method_id=method_id,
+            ),
+        )
+        self.state = State.CLOSING
+        if self.reader.buffered > 0:
+            self.reader = framing.FrameReader(self.frame_max)
+        log.info("closing connection %s: %s", self.name, closing.reply_text)
+
+    def channel_error(self, channel: int, error: exceptions.AMQPError, class_id: int, method_id: int) -> None:
+        """A soft error: close this channel only (hard ones close the connection)."""
+        closing = closing_for(error)
+        if closing.connection:
+            self.close_with(error, class_id, method_id)
+            return
+        handler = self.channels.pop(channel, None)
+        if handler is not None:
+            handler.release()
+        self.closing_channels.add(channel)
+        self.send_method(
+            channel,
+            commands.Channel.Close(
+                reply_code=closing.reply_code, reply_text=closing.reply_text,
+                class_id=class_id, method_id=method_id,
+            ),
+        )
+
+    def channel_closed_by_client(self, channel: int) -> None:
+        handler = self.channels.pop(channel, None)
+        if handler is not None:
+            handler.release()
+        self.send_method(channel, commands.Channel.CloseOk())
+
+    def _shutdown_channels(self) -> None:
+        channels = list(self.channels.values())
+        self.channels.clear()
+        for handler in channels:
+            handler.release()
+        if self.vhost is not None:
+            self.vhost.owner_closed(self)
+
+    def connection_lost(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        self._shutdown_channels()
+        self.state = State.CLOSED
+        self._out.clear()
+
+    def server_shutdown(self) -> None:
+        if self.state is State.OPEN:
+            self.close_with(exceptions.AMQPConnectionForced("broker forced connection closure with reason 'shutdown'"))
+        else:
+            self.want_close = True
+            self.on_output()
+
+    # ---------------------------------------------------------- heartbeats
+    def heartbeat_interval(self) -> float | None:
+        return float(self.heartbeat) if self.heartbeat else None
+
+    def heartbeat_tick(self, now: float) -> None:
+        if not self.heartbeat or self.state is State.CLOSED:
+            return
+        if now - self._last_received > 2 * self.heartbeat:
+            log.info("closing connection %s: missed heartbeats from client, timeout: %ss", self.name, self.heartbeat)
+            self._shutdown_channels()
+            self.state = State.CLOSED
+            self.want_close = True
+            self.on_output()
+            return
+        if now - self._last_sent >= self.heartbeat / 2:
+            self.send(framing.HEARTBEAT_FRAME)
+
+
+def decode_method(payload: bytes) -> Any:
+    if len(payload) < 4:
+        raise exceptions.AMQPFrameError("method frame too short")
+    index = int.from_bytes(payload[:4], "big")
+    cls = commands.INDEX_MAPPING.get(index)
+    if cls is None:
+        raise exceptions.AMQPNotImplemented(
+            f"unknown method class {index >> 16} method {index & 0xFFFF}"
+        )
+    method = cls()
+    try:
+        method.unmarshal(payload[4:])
+    except Exception as error:
+        raise exceptions.AMQPSyntaxError(f"cannot decode {cls.name}: {error}") from error
+    return method
+
+
+def _method_name(method: Any) -> str:
+    name: str = method.name
+    cls, _, meth = name.partition(".")
+    return f"'{cls.lower()}.{_snake(meth)}'"
+
+
+def _snake(name: str) -> str:
+    out = []
+    for char in name:
+        if char.isupper() and out:
+            out.append("_")
+        out.append(char.lower())
+    return "".join(out)
+
+
+def _credentials(mechanism: str, response: Any) -> tuple[str | None, str | None]:
+    raw = response.encode("latin-1") if isinstance(response, str) else bytes(response or b"")
+    if mechanism == "PLAIN":
+        parts = raw.split(b"\x00")
+        if len(parts) != 3:
+            return None, None
+        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
+    if mechanism == "AMQPLAIN":
+        table = decode_amqplain(raw)
+        login, password = table.get("LOGIN"), table.get("PASSWORD")
+        if isinstance(login, bytes):
+            login = login.decode("utf-8", "replace")
+        if isinstance(password, bytes):
+            password = password.decode("utf-8", "replace")
+        return (login if isinstance(login, str) else None), (password if isinstance(password, str) else None)
+    return None, None
+
+
+def decode_amqplain(raw: bytes) -> dict[str, Any]:
+    """AMQPLAIN's response is a field table without its length prefix."""
+    try:
+        return decode.field_table(len(raw).to_bytes(4, "big") + raw)[1]
+    except Exception:
+        return {}
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.") or host.startswith("::ffff:127.")
+

@@ -1,0 +1,36 @@
+"""Reply-code errors to close frames: the one place that decides channel vs connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pamqp import exceptions
+
+MAX_REPLY_TEXT = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    connection: bool  # True: connection.close; False: channel.close
+    reply_code: int
+    reply_text: str
+
+
+def reply_text(name: str, explanation: str) -> str:
+    """RabbitMQ's "NAME - explanation", cut to the 255 bytes a shortstr holds."""
+    text = f"{name.replace('-', '_')} - {explanation}"
+    encoded = text.encode("utf-8")
+    if len(encoded) > MAX_REPLY_TEXT:
+        text = encoded[:MAX_REPLY_TEXT].decode("utf-8", "ignore")
+    return text
+
+
+def closing_for(error: exceptions.AMQPError) -> Closing:
+    name = getattr(error, "name", "INTERNAL-ERROR")
+    code = getattr(error, "value", 541)
+    explanation = str(error.args[0]) if error.args else ""
+    return Closing(
+        connection=isinstance(error, exceptions.AMQPHardError),
+        reply_code=code,
+        reply_text=reply_text(name, explanation),
+    )

@@ -1,0 +1,105 @@
+"""Splitting the byte stream into frames, and building outgoing frames.
+
+pamqp cannot tell a partial frame from a corrupt one, so frames are split here:
+7-byte header (type, channel, size), payload, frame-end octet 0xCE. The size is
+checked against the negotiated frame_max before the payload is awaited, so a
+peer cannot make us buffer an arbitrarily large frame.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pamqp import exceptions
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_END = 0xCE
+FRAME_END_BYTE = b"\xce"
+FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+_HEADER = struct.Struct(">BHI")
+_CONTENT_HEADER = struct.Struct(">HHQ")
+_BASIC_CLASS = 60
+
+
+class FrameReader:
+    """Accumulates bytes and yields complete frames as (type, channel, payload)."""
+
+    __slots__ = ("_buffer", "frame_max")
+
+    def __init__(self, frame_max: int) -> None:
+        self._buffer = bytearray()
+        self.frame_max = frame_max
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def take(self, count: int) -> bytes | None:
+        """Raw bytes (the protocol header), or None until `count` have arrived."""
+        if len(self._buffer) < count:
+            return None
+        chunk = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return chunk
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def frames(self) -> list[tuple[int, int, bytes]]:
+        buffer = self._buffer
+        frames: list[tuple[int, int, bytes]] = []
+        position = 0
+        end = len(buffer)
+        while end - position >= 7:
+            frame_type, channel, size = _HEADER.unpack_from(buffer, position)
+            if self.frame_max and size + FRAME_OVERHEAD > self.frame_max:
+                del buffer[:position]
+                raise exceptions.AMQPFrameError(
+                    f"type {frame_type}, {size + FRAME_OVERHEAD} bytes, larger than the "
+                    f"negotiated maximum of {self.frame_max}"
+                )
+            frame_end = position + 7 + size
+            if frame_end >= end:
+                break
+            if buffer[frame_end] != FRAME_END:
+                del buffer[:position]
+                raise exceptions.AMQPFrameError(
+                    f"type {frame_type}, first 16 octets = "
+                    f"{bytes(buffer[7:7 + min(size, 16)])!r}: {{invalid_frame_end_marker,{buffer[frame_end - position]}}}"
+                )
+            frames.append((frame_type, channel, bytes(buffer[position + 7 : frame_end])))
+            position = frame_end + 1
+        if position:
+            del buffer[:position]
+        return frames
+
+
+def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+    return _HEADER.pack(frame_type, channel, len(payload)) + payload + FRAME_END_BYTE
+
+
+def content_frames(channel: int, raw_properties: bytes, body: bytes, frame_max: int) -> list[bytes]:
+    """The header frame and as many body frames as frame_max requires."""
+    header_payload = _CONTENT_HEADER.pack(_BASIC_CLASS, 0, len(body)) + raw_properties
+    frames = [_HEADER.pack(FRAME_HEADER, channel, len(header_payload)) + header_payload + FRAME_END_BYTE]
+    if body:
+        chunk = (frame_max - FRAME_OVERHEAD) if frame_max else len(body)
+        for start in range(0, len(body), chunk):
+            piece = body[start : start + chunk]
+            frames.append(_HEADER.pack(FRAME_BODY, channel, len(piece)) + piece + FRAME_END_BYTE)
+    return frames
+
+
+def parse_content_header(payload: bytes) -> tuple[int, int, bytes]:
+    """(class_id, body_size, raw property bytes) of a content-header payload."""
+    if len(payload) < 14:
+        raise exceptions.AMQPFrameError("content header frame too short")
+    class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload, 0)
+    return class_id, body_size, payload[12:]

@@ -1,0 +1,68 @@
+"""The exchange-type protocol, its registry, and the Exchange value.
+
+An exchange type is a small object registered by its wire name that makes the
+binding index an exchange of that type routes with (see bindings/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from bindings.model import Binding, BindingIndex
+
+
+class ExchangeType(Protocol):
+    name: str
+
+    def new_index(self, arguments: Mapping[str, Any]) -> BindingIndex: ...
+
+
+REGISTRY: dict[str, ExchangeType] = {}
+
+T = TypeVar("T")
+
+
+def register(cls: Callable[[], T]) -> Callable[[], T]:
+    instance = cls()
+    REGISTRY[instance.name] = instance  # type: ignore[attr-defined]
+    return cls
+
+
+class Exchange:
+    """A declared exchange: its flags, arguments and bindings (the index routes)."""
+
+    __slots__ = (
+        "name", "type", "durable", "auto_delete", "internal", "arguments",
+        "index", "bindings", "alternate_exchange",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        exchange_type: ExchangeType,
+        *,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.type = exchange_type
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.internal = internal
+        self.arguments: dict[str, Any] = dict(arguments or {})
+        self.index: BindingIndex = exchange_type.new_index(self.arguments)
+        self.bindings: set[Binding] = set()
+        alternate = self.arguments.get("alternate-exchange")
+        if isinstance(alternate, bytes):
+            alternate = alternate.decode("utf-8", "replace")
+        self.alternate_exchange: str | None = alternate if isinstance(alternate, str) else None
+
+    @property
+    def type_name(self) -> str:
+        return self.type.name
+
+    def __repr__(self) -> str:
+        return f"Exchange({self.name!r}, {self.type_name})"

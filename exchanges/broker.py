@@ -1,0 +1,69 @@
+"""The broker core: virtual hosts, the clock and the limits every frontend shares.
+
+No I/O here: the asyncio shell (amqp_wire.server) and the playground both
+drive a Broker, the first with the system clock, the second with a virtual one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pamqp import exceptions
+
+from exchanges.vhost import VirtualHost
+from queues.clock import Clock, SystemClock
+from queues.message import Message
+from queues.queue import Entry
+
+DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to."
+
+# RabbitMQ 3.10's default max_message_size (128 MiB).
+DEFAULT_MAX_MESSAGE_SIZE = 134_217_728
+
+
+@dataclass(slots=True)
+class BrokerSettings:
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    frame_max: int = 131_072
+    channel_max: int = 2047
+    heartbeat: int = 60
+    users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
+    loopback_users: tuple[str, ...] = ("guest",)
+
+
+class Broker:
+    def __init__(self, clock: Clock | None = None, settings: BrokerSettings | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.settings = settings or BrokerSettings()
+        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/")}
+        # Direct reply-to: token -> (channel, consumer tag). The channel is the
+        # frontend's; the core only hands it the message.
+        self.direct_reply_to: dict[str, tuple[Any, str]] = {}
+
+    def vhost(self, name: str) -> VirtualHost:
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            raise exceptions.AMQPNotAllowed(f"vhost {name} not found")
+        return vhost
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def next_deadline(self) -> int | None:
+        deadlines = [d for d in (v.next_deadline() for v in self.vhosts.values()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def run_timers(self) -> None:
+        now = self.clock.now_ms()
+        for vhost in self.vhosts.values():
+            vhost.run_timers(now)
+
+    def deliver_direct_reply(self, routing_key: str, message: Message) -> bool:
+        """A publish to `amq.rabbitmq.reply-to.TOKEN` goes straight to that consumer."""
+        target = self.direct_reply_to.get(routing_key[len(DIRECT_REPLY_PREFIX):])
+        if target is None:
+            return False
+        channel, consumer_tag = target
+        channel.deliver(None, None, Entry(message, 0, None, 0), consumer_tag=consumer_tag)
+        return True

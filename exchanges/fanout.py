@@ -1,0 +1,15 @@
+from collections.abc import Mapping
+from typing import Any
+
+from bindings.fanout import FanoutIndex
+from exchanges.base import register
+
+
+@register
+class FanoutExchangeType:
+    """Routes to every binding; keys are ignored."""
+
+    name = "fanout"
+
+    def new_index(self, arguments: Mapping[str, Any]) -> FanoutIndex:
+        return FanoutIndex()

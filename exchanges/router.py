@@ -1,0 +1,150 @@
+"""Where a message goes: the default exchange, exchange-to-exchange hops, the
+alternate exchange, and a traced variant that says why (for the playground).
+
+RabbitMQ's rule (rabbit_exchange:route): walk a work list of exchanges with a
+seen-set, so cycles of exchange bindings end and each queue is named once; an
+exchange whose own bindings give no destination at all hands the message to
+its alternate exchange (a missing alternate exchange is ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bindings.model import Binding, Destination, Verdict
+from exchanges.base import Exchange
+
+DEFAULT_EXCHANGE = ""
+
+
+def _destinations(exchange: Exchange, routing_keys: Sequence[str], headers: Mapping[str, Any] | None) -> list[Destination]:
+    index = exchange.index
+    if len(routing_keys) == 1:
+        return list(index.match(routing_keys[0], headers))
+    found: dict[Destination, None] = {}
+    for routing_key in routing_keys:
+        for destination in index.match(routing_key, headers):
+            found[destination] = None
+    return list(found)
+
+
+def route(
+    exchanges: Mapping[str, Exchange],
+    queues: Mapping[str, Any],
+    start: Exchange,
+    routing_keys: Sequence[str],
+    headers: Mapping[str, Any] | None,
+) -> list[str]:
+    """Names of the queues a message reaches, each once, in discovery order."""
+    if start.name == DEFAULT_EXCHANGE:
+        return [key for key in dict.fromkeys(routing_keys) if key in queues]
+    found: dict[str, None] = {}
+    seen = {start.name}
+    work = [start]
+    while work:
+        exchange = work.pop()
+        destinations = _destinations(exchange, routing_keys, headers)
+        if not destinations and exchange.alternate_exchange is not None:
+            destinations = [Destination.exchange(exchange.alternate_exchange)]
+        for destination in destinations:
+            if destination.kind == "queue":
+                if destination.name in queues:
+                    found[destination.name] = None
+            elif destination.name not in seen:
+                seen.add(destination.name)
+                next_exchange = exchanges.get(destination.name)
+                if next_exchange is not None:
+                    work.append(next_exchange)
+    return list(found)
+
+
+@dataclass(slots=True)
+class BindingVerdict:
+    binding: Binding
+    verdict: Verdict
+
+
+@dataclass(slots=True)
+class ExchangeHop:
+    """One exchange on a message's path, with every binding's verdict."""
+
+    exchange: str
+    exchange_type: str
+    arrived_via: str  # "publish", "binding 'key'", "alternate-exchange"
+    missing: bool = False
+    already_seen: bool = False
+    matched: list[BindingVerdict] = field(default_factory=list)
+    unmatched: list[BindingVerdict] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)
+    hops: list[ExchangeHop] = field(default_factory=list)
+    alternate: ExchangeHop | None = None
+
+
+@dataclass(slots=True)
+class RouteTrace:
+    root: ExchangeHop
+    queues: list[str]
+
+
+def trace(
+    exchanges: Mapping[str, Exchange],
+    queues: Mapping[str, Any],
+    start: Exchange,
+    routing_keys: Sequence[str],
+    headers: Mapping[str, Any] | None,
+) -> RouteTrace:
+    """`route` with reasons: the same walk, recording each binding's verdict."""
+    root = ExchangeHop(start.name, start.type_name, "publish")
+    if start.name == DEFAULT_EXCHANGE:
+        for key in dict.fromkeys(routing_keys):
+            destination = Destination.queue(key)
+            binding = Binding(DEFAULT_EXCHANGE, destination, key)
+            if key in queues:
+                root.matched.append(BindingVerdict(binding, Verdict(True, f"default exchange: queue named '{key}'")))
+                root.queues.append(key)
+            else:
+                root.unmatched.append(BindingVerdict(binding, Verdict(False, f"default exchange: no queue named '{key}'")))
+        return RouteTrace(root, list(root.queues))
+
+    found: dict[str, None] = {}
+    seen = {start.name}
+    work: list[tuple[Exchange, ExchangeHop]] = [(start, root)]
+    while work:
+        exchange, hop = work.pop()
+        destinations: dict[Destination, Binding] = {}
+        for binding in sorted(exchange.bindings, key=_binding_order):
+            verdicts = [exchange.index.explain(binding, key, headers) for key in routing_keys]
+            verdict = next((v for v in verdicts if v.matched), verdicts[0])
+            (hop.matched if verdict.matched else hop.unmatched).append(BindingVerdict(binding, verdict))
+            if verdict.matched:
+                destinations.setdefault(binding.destination, binding)
+        pending: list[tuple[Destination, str]] = [(d, f"binding '{b.binding_key}'") for d, b in destinations.items()]
+        if not destinations and exchange.alternate_exchange is not None:
+            pending = [(Destination.exchange(exchange.alternate_exchange), "alternate-exchange")]
+        for destination, via in pending:
+            if destination.kind == "queue":
+                if destination.name in queues:
+                    hop.queues.append(destination.name)
+                    found[destination.name] = None
+                continue
+            child = ExchangeHop(destination.name, "", via)
+            next_exchange = exchanges.get(destination.name)
+            if destination.name in seen:
+                child.already_seen = True
+            elif next_exchange is None:
+                child.missing = True
+            else:
+                seen.add(destination.name)
+                child.exchange_type = next_exchange.type_name
+                work.append((next_exchange, child))
+            if via == "alternate-exchange":
+                hop.alternate = child
+            else:
+                hop.hops.append(child)
+    return RouteTrace(root, list(found))
+
+
+def _binding_order(binding: Binding) -> tuple[str, str, str]:
+    return (binding.destination.kind, binding.destination.name, binding.binding_key)

@@ -1,0 +1,15 @@
+from collections.abc import Mapping
+from typing import Any
+
+from bindings.topic import TopicTrie
+from exchanges.base import register
+
+
+@register
+class TopicExchangeType:
+    """`*` matches exactly one word, `#` zero or more; words split on '.' and may be empty."""
+
+    name = "topic"
+
+    def new_index(self, arguments: Mapping[str, Any]) -> TopicTrie:
+        return TopicTrie()

@@ -1,0 +1,501 @@
+"""A virtual host: its exchanges, queues and bindings, and every operation a
+client (through the frontend) or the playground performs on them.
+
+Theory of operation. The vhost owns name -> Exchange and name -> Queue maps,
+plus a reverse map from each destination to the bindings that lead to it, so
+deleting a queue or exchange removes its bindings in time proportional to
+them. Publishing routes through `router.route`, enqueues into each queue and
+then drains dead-letter records the queues returned: each is rewritten
+(`queues.dead_letter`) and routed again from its dead-letter exchange, with
+RabbitMQ's cycle rule, until no record remains. Every operation that can make
+messages expire or queues vanish takes `now_ms` from the broker's clock.
+
+Errors are pamqp reply-code exceptions with RabbitMQ's texts; the frontend
+turns them into channel or connection closes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pamqp import exceptions
+
+from bindings.model import Binding, Destination
+from exchanges import base
+from exchanges.base import Exchange
+from exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
+from queues.arguments import assert_equivalent
+from queues.dead_letter import cycle_free_queues, make_dead_letter
+from queues.message import Message
+from queues.queue import Consumer, DeadLetter, Entry, Queue
+
+# Importing the modules registers the built-in exchange types.
+from exchanges import direct, fanout, headers, topic  # noqa: F401,E402  isort: skip
+
+PREDECLARED = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+
+class QueueObserver(Protocol):
+    """What the frontend learns about queues it consumes from."""
+
+    def queue_deleted(self, queue: Queue) -> None: ...
+
+
+@dataclass(slots=True)
+class PublishOutcome:
+    queues: list[str]
+    rejected: bool = False  # a queue refused it (reject-publish): confirm with nack
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.queues)
+
+
+@dataclass(slots=True)
+class GetOutcome:
+    entry: Entry | None
+    message_count: int
+
+
+@dataclass(slots=True)
+class DeadLetterEvent:
+    """A dead-letter hop, for the playground's trace and for metrics."""
+
+    reason: str
+    from_queue: str
+    exchange: str
+    routing_keys: tuple[str, ...]
+    queues: list[str]
+    dropped_cycles: list[str] = field(default_factory=list)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class VirtualHost:
+    def __init__(self, name: str = "/") -> None:
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self._bindings_to: dict[Destination, set[Binding]] = {}
+        self.observers: dict[Queue, set[QueueObserver]] = {}
+        self.dead_letter_log: list[DeadLetterEvent] | None = None  # set to a list to record
+        self._timed: set[Queue] = set()
+        self.exchanges[DEFAULT_EXCHANGE] = Exchange(DEFAULT_EXCHANGE, base.REGISTRY["direct"], durable=True)
+        for exchange_name, type_name in PREDECLARED:
+            self.exchanges[exchange_name] = Exchange(exchange_name, base.REGISTRY[type_name], durable=True)
+
+    # ----------------------------------------------------------- lookups
+    def exchange(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise exceptions.AMQPNotFound(f"no exchange '{name}' in vhost '{self.name}'")
+        return exchange
+
+    def queue(self, name: str, owner: object | None = None) -> Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise exceptions.AMQPNotFound(f"no queue '{name}' in vhost '{self.name}'")
+        if owner is not None or queue.exclusive_owner is not None:
+            self._check_exclusive(queue, owner)
+        return queue
+
+    def _check_exclusive(self, queue: Queue, owner: object | None) -> None:
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise self._locked(queue)
+
+    def _locked(self, queue: Queue) -> exceptions.AMQPResourceLocked:
+        return exceptions.AMQPResourceLocked(
+            f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
+            f"'{self.name}'. It could be originally declared on another connection or the "
+            "exclusive property value does not match that of the original declaration."
+        )
+
+    # --------------------------------------------------------- exchanges
+    def declare_exchange(
+        self,
+        name: str,
+        exchange_type: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Exchange:
+        if name == DEFAULT_EXCHANGE:
+            raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
+        if passive:
+            return self.exchange(name)
+        existing = self.exchanges.get(name)
+        if existing is not None:
+            self._assert_exchange_equivalent(existing, exchange_type, durable, auto_delete, internal, arguments or {})
+            return existing
+        if name.startswith("amq."):
+            raise exceptions.AMQPAccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        kind = base.REGISTRY.get(exchange_type)
+        if kind is None:
+            raise exceptions.AMQPCommandInvalid(f"invalid exchange type '{exchange_type}'")
+        exchange = Exchange(
+            name, kind, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
+        )
+        self.exchanges[name] = exchange
+        return exchange
+
+    def _assert_exchange_equivalent(
+        self, exchange: Exchange, exchange_type: str, durable: bool, auto_delete: bool,
+        internal: bool, arguments: Mapping[str, Any],
+    ) -> None:
+        def refuse(arg: str, received: str, current: str) -> exceptions.AMQPPreconditionFailed:
+            return exceptions.AMQPPreconditionFailed(
+                f"inequivalent arg '{arg}' for exchange '{exchange.name}' in vhost '{self.name}': "
+                f"received '{received}' but current is '{current}'"
+            )
+
+        if exchange.type_name != exchange_type:
+            raise refuse("type", exchange_type, exchange.type_name)
+        if exchange.durable != durable:
+            raise refuse("durable", _flag(durable), _flag(exchange.durable))
+        if exchange.auto_delete != auto_delete:
+            raise refuse("auto_delete", _flag(auto_delete), _flag(exchange.auto_delete))
+        if exchange.internal != internal:
+            raise refuse("internal", _flag(internal), _flag(exchange.internal))
+        old = _text(exchange.arguments.get("alternate-exchange"))
+        new = _text(arguments.get("alternate-exchange"))
+        if old != new:
+            raise exceptions.AMQPPreconditionFailed(
+                f"inequivalent arg 'alternate-exchange' for exchange '{exchange.name}' in vhost "
+                f"'{self.name}': received {_describe_arg(new)} but current is {_describe_arg(old)}"
+            )
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        if name == DEFAULT_EXCHANGE or name.startswith("amq."):
+            raise exceptions.AMQPAccessRefused(
+                f"operation not permitted on the default exchange" if not name
+                else f"exchange name '{name}' contains reserved prefix 'amq.*'"
+            )
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # deleting what is not there succeeds, as in RabbitMQ
+        if if_unused and exchange.bindings:
+            raise exceptions.AMQPPreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        self.exchanges.pop(exchange.name, None)
+        for binding in list(exchange.bindings):
+            self._remove_binding(binding, cascade=False)
+        for binding in list(self._bindings_to.get(Destination.exchange(exchange.name), ())):
+            self._remove_binding(binding, cascade=True)
+
+    # ------------------------------------------------------------ queues
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        owner: object | None = None,
+        now_ms: int = 0,
+    ) -> Queue:
+        if passive:
+            queue = self.queue(name, owner)
+            queue.touch(now_ms)
+            return queue
+        if not name:
+            name = self._server_named()
+        elif name.startswith("amq."):
+            raise exceptions.AMQPAccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        received = dict(arguments or {})
+        existing = self.queues.get(name)
+        if existing is not None:
+            self._assert_queue_equivalent(existing, durable, exclusive, auto_delete, received, owner)
+            existing.touch(now_ms)
+            return existing
+        queue = Queue(
+            name,
+            self.name,
+            durable=durable,
+            exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=received,
+            now_ms=now_ms,
+        )
+        self.queues[name] = queue
+        if queue.args.message_ttl is not None or queue.args.expires is not None:
+            self._timed.add(queue)
+        return queue
+
+    def _server_named(self) -> str:
+        while True:
+            name = "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+            if name not in self.queues:
+                return name
+
+    def _assert_queue_equivalent(
+        self, queue: Queue, durable: bool, exclusive: bool, auto_delete: bool,
+        arguments: Mapping[str, Any], owner: object | None,
+    ) -> None:
+        def refuse(arg: str, received: bool, current: bool) -> exceptions.AMQPPreconditionFailed:
+            return exceptions.AMQPPreconditionFailed(
+                f"inequivalent arg '{arg}' for queue '{queue.name}' in vhost '{self.name}': "
+                f"received '{_flag(received)}' but current is '{_flag(current)}'"
+            )
+
+        if queue.durable != durable:
+            raise refuse("durable", durable, queue.durable)
+        if queue.auto_delete != auto_delete:
+            raise refuse("auto_delete", auto_delete, queue.auto_delete)
+        # RabbitMQ's strict check: the declaring connection must own the
+        # queue exactly when it asks for an exclusive one.
+        if queue.exclusive_owner is not (owner if exclusive else None):
+            raise self._locked(queue)
+        assert_equivalent(queue.arguments, arguments, queue.name, self.name)
+
+    def delete_queue(
+        self, name: str, *, if_unused: bool = False, if_empty: bool = False, owner: object | None = None
+    ) -> int:
+        queue = self.queues.get(name)
+        if queue is None:
+            return 0
+        self._check_exclusive(queue, owner)
+        if if_unused and queue.consumers:
+            raise exceptions.AMQPPreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
+        if if_empty and queue.message_count:
+            raise exceptions.AMQPPreconditionFailed(f"queue '{name}' in vhost '{self.name}' is not empty")
+        return self._remove_queue(queue)
+
+    def _remove_queue(self, queue: Queue) -> int:
+        if self.queues.get(queue.name) is not queue:
+            return 0
+        del self.queues[queue.name]
+        self._timed.discard(queue)
+        count = queue.mark_deleted()
+        for binding in list(self._bindings_to.get(Destination.queue(queue.name), ())):
+            self._remove_binding(binding, cascade=True)
+        for observer in list(self.observers.pop(queue, ())):
+            observer.queue_deleted(queue)
+        queue.consumers.clear()
+        return count
+
+    def purge_queue(self, name: str, owner: object | None = None) -> int:
+        return self.queue(name, owner).purge()
+
+    def owner_closed(self, owner: object) -> None:
+        """A connection went away: its exclusive queues go with it."""
+        for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
+            self._remove_queue(queue)
+
+    # ---------------------------------------------------------- bindings
+    def bind(
+        self,
+        source: str,
+        destination: Destination,
+        binding_key: str,
+        arguments: Mapping[str, Any] | None = None,
+        owner: object | None = None,
+    ) -> Binding:
+        if source == DEFAULT_EXCHANGE:
+            raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
+        self._check_destination(destination, owner)
+        exchange = self.exchange(source)
+        binding = Binding.make(source, destination, binding_key, arguments)
+        if binding in exchange.bindings:
+            return binding
+        exchange.index.add(binding)  # parses arguments; may refuse them
+        exchange.bindings.add(binding)
+        self._bindings_to.setdefault(destination, set()).add(binding)
+        return binding
+
+    def _check_destination(self, destination: Destination, owner: object | None) -> None:
+        if destination.kind == "queue":
+            self.queue(destination.name, owner)
+        elif destination.name == DEFAULT_EXCHANGE:
+            raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
+        else:
+            self.exchange(destination.name)
+
+    def unbind(
+        self,
+        source: str,
+        destination: Destination,
+        binding_key: str,
+        arguments: Mapping[str, Any] | None = None,
+        owner: object | None = None,
+    ) -> None:
+        if source == DEFAULT_EXCHANGE:
+            raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
+        self._check_destination(destination, owner)
+        exchange = self.exchange(source)
+        binding = Binding.make(source, destination, binding_key, arguments)
+        if binding in exchange.bindings:
+            self._remove_binding(binding, cascade=True)
+
+    def _remove_binding(self, binding: Binding, cascade: bool) -> None:
+        exchange = self.exchanges.get(binding.source)
+        if exchange is not None and binding in exchange.bindings:
+            exchange.bindings.discard(binding)
+            exchange.index.remove(binding)
+        to = self._bindings_to.get(binding.destination)
+        if to is not None:
+            to.discard(binding)
+            if not to:
+                del self._bindings_to[binding.destination]
+        if cascade and exchange is not None and exchange.auto_delete and not exchange.bindings:
+            self._remove_exchange(exchange)
+
+    def bindings(self) -> list[Binding]:
+        return [b for exchange in self.exchanges.values() for b in exchange.bindings]
+
+    # ------------------------------------------------------------ publish
+    def publish(self, exchange_name: str, message: Message, now_ms: int) -> PublishOutcome:
+        """Route and enqueue. The caller checks `mandatory` against `outcome.routed`."""
+        exchange = self.exchange(exchange_name)
+        if exchange.internal:
+            raise exceptions.AMQPAccessRefused(
+                f"cannot publish to internal exchange '{exchange_name}' in vhost '{self.name}'"
+            )
+        names = route(self.exchanges, self.queues, exchange, message.routing_keys, message.properties.headers)
+        outcome = PublishOutcome(names)
+        dead: list[DeadLetter] = []
+        for name in names:
+            queue = self.queues[name]
+            if message.properties.expiration is not None:
+                self._timed.add(queue)
+            accepted, records = queue.enqueue(message, now_ms)
+            if not accepted:
+                outcome.rejected = True
+            dead.extend(records)
+        if dead:
+            self.dead_letter(dead, now_ms)
+        return outcome
+
+    def trace(self, exchange_name: str, routing_keys: Iterable[str], headers: Mapping[str, Any] | None) -> RouteTrace:
+        return trace(self.exchanges, self.queues, self.exchange(exchange_name), list(routing_keys), headers)
+
+    def dead_letter(self, records: list[DeadLetter], now_ms: int) -> None:
+        """Re-route dead-lettered messages until none remain (a bounded walk: cycles are dropped)."""
+        pending = list(records)
+        while pending:
+            record = pending.pop(0)
+            exchange = self.exchanges.get(record.dead_letter_exchange)
+            if exchange is None:
+                continue
+            message = make_dead_letter(
+                record.message,
+                reason=record.reason,
+                queue=record.queue,
+                dead_letter_exchange=record.dead_letter_exchange,
+                dead_letter_routing_key=record.dead_letter_routing_key,
+                now_ms=now_ms,
+            )
+            names = route(self.exchanges, self.queues, exchange, message.routing_keys, message.properties.headers)
+            names, cycles = cycle_free_queues(message, record.reason, names)
+            if self.dead_letter_log is not None:
+                self.dead_letter_log.append(
+                    DeadLetterEvent(record.reason, record.queue, exchange.name, message.routing_keys, names, cycles)
+                )
+            for name in names:
+                queue = self.queues[name]
+                if message.properties.expiration is not None:
+                    self._timed.add(queue)
+                _, more = queue.enqueue(message, now_ms)
+                pending.extend(more)
+
+    # ---------------------------------------------------------- consuming
+    def consume(
+        self, queue_name: str, consumer: Consumer, *, exclusive: bool, owner: object | None,
+        observer: QueueObserver | None, now_ms: int, dispatch: bool = True,
+    ) -> Queue:
+        queue = self.queue(queue_name, owner)
+        if queue.exclusive_consumer is not None or (exclusive and queue.consumers):
+            raise exceptions.AMQPAccessRefused(f"queue '{queue_name}' in vhost '{self.name}' in exclusive use")
+        queue.add_consumer(consumer, exclusive, now_ms)
+        if observer is not None:
+            self.observers.setdefault(queue, set()).add(observer)
+        if dispatch:
+            self.dispatch(queue, now_ms)
+        return queue
+
+    def cancel(self, queue: Queue, consumer: Consumer, now_ms: int) -> None:
+        queue.remove_consumer(consumer, now_ms)
+        if queue.auto_delete and not queue.consumers and queue.had_consumers:
+            self._remove_queue(queue)
+
+    def forget_observer(self, queue: Queue, observer: QueueObserver) -> None:
+        observers = self.observers.get(queue)
+        if observers is not None:
+            observers.discard(observer)
+
+    def get(self, queue_name: str, *, no_ack: bool, owner: object | None, now_ms: int) -> GetOutcome:
+        queue = self.queue(queue_name, owner)
+        entry, dead = queue.get(now_ms, no_ack)
+        if dead:
+            self.dead_letter(dead, now_ms)
+        return GetOutcome(entry, queue.message_count)
+
+    def dispatch(self, queue: Queue, now_ms: int) -> None:
+        dead = queue.dispatch(now_ms)
+        if dead:
+            self.dead_letter(dead, now_ms)
+
+    def ack(self, queue: Queue, entries: list[Entry]) -> None:
+        queue.ack(entries)
+
+    def requeue(self, queue: Queue, entries: list[Entry], now_ms: int) -> None:
+        dead = queue.requeue(entries, now_ms)
+        if dead:
+            self.dead_letter(dead, now_ms)
+
+    def reject(self, queue: Queue, entries: list[Entry], now_ms: int) -> None:
+        dead = queue.reject(entries)
+        if dead:
+            self.dead_letter(dead, now_ms)
+
+    # ------------------------------------------------------------- timers
+    def next_deadline(self) -> int | None:
+        deadline: int | None = None
+        for queue in self._timed:
+            at = queue.next_deadline()
+            if at is not None and (deadline is None or at < deadline):
+                deadline = at
+        return deadline
+
+    def run_timers(self, now_ms: int) -> None:
+        """Expire messages at queue heads and delete queues unused past `x-expires`."""
+        for queue in list(self._timed):
+            if queue.deleted:
+                self._timed.discard(queue)
+                continue
+            dead = queue.expire_messages(now_ms)
+            if dead:
+                self.dead_letter(dead, now_ms)
+            expiry = queue.expiry_deadline()
+            if expiry is not None and expiry <= now_ms:
+                self._remove_queue(queue)
+            elif queue.args.message_ttl is None and queue.args.expires is None and queue.next_deadline() is None:
+                self._timed.discard(queue)
+
+
+def _describe_arg(value: str | None) -> str:
+    return "none" if value is None else f"the value '{value}' of type 'longstr'"
