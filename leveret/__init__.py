@@ -1,0 +1,62 @@
+"""leveret: a RabbitMQ-compatible AMQP 0-9-1 broker in Python.
+
+    from leveret import Broker, serve
+
+    async with serve() as server:          # 127.0.0.1, a free port
+        connection = await aio_pika.connect(server.url)
+
+Names are imported on first use, so `import leveret` (the CLI, the pytest
+plugin) stays cheap and does not pull in the broker until it is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from amqp_wire.server import Server, ServerThread
+    from exchanges.broker import Broker, BrokerSettings
+
+__version__ = "0.1.0"
+
+__all__ = ["Broker", "BrokerSettings", "Server", "ServerThread", "__version__", "serve"]
+
+_LAZY = {
+    "Broker": "exchanges.broker",
+    "BrokerSettings": "exchanges.broker",
+    "Server": "amqp_wire.server",
+    "ServerThread": "amqp_wire.server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'leveret' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+@asynccontextmanager
+async def serve(
+    host: str = "127.0.0.1", port: int = 0, *, broker: Broker | None = None
+) -> AsyncIterator[Server]:
+    """Run a broker on the current event loop for the duration of the block.
+
+    Yields the running `Server`: `.url` ("amqp://guest:guest@127.0.0.1:PORT/"),
+    `.host`, `.port`, `.broker`. On exit clients get connection.close 320
+    (CONNECTION_FORCED), as from a RabbitMQ node shutting down.
+    """
+    from amqp_wire.server import Server
+
+    server = Server(broker)
+    await server.start(host, port)
+    try:
+        yield server
+    finally:
+        await server.stop()

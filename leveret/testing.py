@@ -1,0 +1,44 @@
+"""pytest plugin: a running leveret broker for your tests.
+
+Installed with leveret (entry point `pytest11: leveret`), it provides:
+
+- `leveret_broker`: a `ServerThread` listening on 127.0.0.1 (a free port),
+  fresh for each test. `.url`, `.host`, `.port`; `.call(fn)` runs `fn(broker)`
+  on the server's thread and returns its result, the safe way to look inside.
+- `leveret_url`: just its URL, "amqp://guest:guest@127.0.0.1:PORT/".
+
+The server always runs on its own event loop in a background thread, so the
+same fixtures serve synchronous tests (pika, kombu) and async ones
+(pytest-asyncio, aio-pika) without sharing a loop with the test.
+
+    def test_roundtrip(leveret_url):
+        connection = pika.BlockingConnection(pika.URLParameters(leveret_url))
+
+    async def test_roundtrip_async(leveret_url):
+        connection = await aio_pika.connect(leveret_url)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from amqp_wire.server import ServerThread
+
+
+@pytest.fixture
+def leveret_broker() -> Iterator[ServerThread]:
+    # Imported here: pytest loads this plugin in every session of every project
+    # that has leveret installed, and most of them never ask for a broker.
+    from amqp_wire.server import ServerThread
+
+    with ServerThread() as running:
+        yield running
+
+
+@pytest.fixture
+def leveret_url(leveret_broker: ServerThread) -> str:
+    return leveret_broker.url
