@@ -95,6 +95,16 @@ class TopicTrie:
     def __iter__(self) -> Iterator[Binding]:
         return iter(self._bindings)
 
+    def node_count(self) -> int:
+        """Trie nodes, the root included: 1 for an empty index."""
+        count, stack = 0, [self._root]
+        while stack:
+            node = stack.pop()
+            count += 1
+            stack.extend(node.children.values())
+            stack.extend(n for n in (node.star, node.hash) if n is not None)
+        return count
+
     def add(self, binding: Binding) -> None:
         """Add a binding; adding one that is already there changes nothing."""
         if binding in self._bindings:
