@@ -1,0 +1,232 @@
+"""The basic class content-header property list, byte-exact.
+
+`raw` here is the content header payload after class-id, weight and body-size:
+the 16-bit property flags word, then each present property in spec order
+(AMQP 0-9-1 section 4.2.6.1). The broker decodes it to route
+(`decode_properties`, giving pamqp's Basic.Properties) but forwards the
+publisher's bytes; when it must change something (dead-lettering drops
+`expiration` and rewrites `headers`) `RawProperties` swaps just those
+properties and every other byte stays as the publisher sent it.
+
+RabbitMQ 3.10 reads only one flags word and ignores its two low bits (a set
+continuation bit is not followed), does not check shortstr values for UTF-8 and
+accepts a non-empty cluster-id; bytes left over after the last property, or a
+property running past the end, close the connection (541 INTERNAL_ERROR). Here
+those raise `PropertiesError`. Shortstr values that are not UTF-8 decode with
+surrogateescape, so `encode_properties` gives their bytes back.
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pamqp.commands import Basic
+
+from queues.fieldtable import (
+    FieldTableError,
+    TypedTable,
+    encode_table,
+    read_table,
+    read_table_plain,
+    timestamp_to_datetime,
+)
+
+# Wire order, pamqp's attribute names (`message_type` is the spec's `type`).
+PROPERTY_NAMES: Final[tuple[str, ...]] = (
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "timestamp",
+    "message_type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+)
+_INDEX: Final = {name: index for index, name in enumerate(PROPERTY_NAMES)}
+_HEADERS, _TIMESTAMP = _INDEX["headers"], _INDEX["timestamp"]
+_OCTETS: Final = frozenset((_INDEX["delivery_mode"], _INDEX["priority"]))
+_FLAGS = struct.Struct(">H")
+_U64 = struct.Struct(">Q")
+
+
+class PropertiesError(FieldTableError):
+    """A malformed property list (or a headers table inside it)."""
+
+
+def _bit(index: int) -> int:
+    return 1 << (15 - index)
+
+
+@dataclass(frozen=True, slots=True)
+class RawProperties:
+    """A property list split into each present property's own encoding.
+
+    `parts[i]` is the wire encoding of property PROPERTY_NAMES[i] (a shortstr
+    with its length octet, the headers table with its length, ...) or None.
+    """
+
+    parts: tuple[bytes | None, ...]
+
+    @classmethod
+    def parse(cls, raw: bytes) -> RawProperties:
+        parts: list[bytes | None] = [None] * len(PROPERTY_NAMES)
+        for index, start, end in _spans(raw):
+            parts[index] = raw[start:end]
+        return cls(tuple(parts))
+
+    def to_bytes(self) -> bytes:
+        flags = 0
+        for index, part in enumerate(self.parts):
+            if part is not None:
+                flags |= _bit(index)
+        return _FLAGS.pack(flags) + b"".join(part for part in self.parts if part is not None)
+
+    def get(self, name: str) -> bytes | None:
+        return self.parts[_INDEX[name]]
+
+    def replace(self, **encoded: bytes | None) -> RawProperties:
+        """Swap whole properties by name: their new encoding, or None to drop them."""
+        parts = list(self.parts)
+        for name, value in encoded.items():
+            parts[_INDEX[name]] = value
+        return RawProperties(tuple(parts))
+
+    def without(self, *names: str) -> RawProperties:
+        return self.replace(**dict.fromkeys(names))
+
+    def headers(self) -> TypedTable | None:
+        part = self.parts[_HEADERS]
+        if part is None:
+            return None
+        try:
+            table, _ = read_table(part, 0)
+        except PropertiesError:
+            raise
+        except FieldTableError as err:
+            raise PropertiesError(f"headers: {err}") from err
+        return table
+
+    def with_headers(self, table: TypedTable | Mapping[str, Any] | None) -> RawProperties:
+        return self.replace(headers=None if table is None else encode_table(table))
+
+
+def _spans(raw: bytes) -> list[tuple[int, int, int]]:
+    """(property index, start, end) of each present property; checks the layout."""
+    if len(raw) < 2:
+        raise PropertiesError("content header has no property flags")
+    (flags,) = _FLAGS.unpack_from(raw, 0)
+    pos, size, spans = 2, len(raw), []
+    for index in range(len(PROPERTY_NAMES)):
+        if not flags & _bit(index):
+            continue
+        if index == _HEADERS:
+            if pos + 4 > size:
+                raise PropertiesError("truncated headers length")
+            end = pos + 4 + int.from_bytes(raw[pos : pos + 4], "big")
+        elif index == _TIMESTAMP:
+            end = pos + 8
+        elif index in _OCTETS:
+            end = pos + 1
+        else:
+            if pos >= size:
+                raise PropertiesError(f"truncated {PROPERTY_NAMES[index]}")
+            end = pos + 1 + raw[pos]
+        if end > size:
+            raise PropertiesError(f"{PROPERTY_NAMES[index]} runs past the content header")
+        spans.append((index, pos, end))
+        pos = end
+    if pos != size:
+        raise PropertiesError(f"{size - pos} bytes after the last property")
+    return spans
+
+
+def _shortstr(raw: bytes, start: int, end: int) -> str:
+    value = raw[start + 1 : end]
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("utf-8", "surrogateescape")
+
+
+def decode_properties(raw: bytes) -> Basic.Properties:
+    """pamqp's Basic.Properties for a property list, without pamqp's validation
+    (RabbitMQ checks delivery-mode itself, per publish, with its own error)."""
+    values: list[Any] = [None] * len(PROPERTY_NAMES)
+    values[-1] = ""  # pamqp's default for an absent cluster_id
+    for index, start, end in _spans(raw):
+        if index == _HEADERS:
+            try:
+                values[index], _ = read_table_plain(raw, start)
+            except FieldTableError as err:
+                raise PropertiesError(f"headers: {err}") from err
+        elif index in _OCTETS:
+            values[index] = raw[start]
+        elif index == _TIMESTAMP:
+            values[index] = timestamp_to_datetime(_U64.unpack_from(raw, start)[0])
+        else:
+            values[index] = _shortstr(raw, start, end)
+    props = Basic.Properties.__new__(Basic.Properties)
+    for name, value in zip(PROPERTY_NAMES, values, strict=True):
+        setattr(props, name, value)
+    return props
+
+
+def encode_properties(props: Basic.Properties) -> bytes:
+    """A property list for decoded properties (when no publisher bytes exist).
+
+    None means absent; so does pamqp's default empty cluster_id. A plain
+    headers dict is typed as RabbitMQ types the headers it writes (ints `l`).
+    """
+    parts: dict[str, bytes | None] = {}
+    for name in PROPERTY_NAMES:
+        value = getattr(props, name, None)
+        if value is None or (name == "cluster_id" and value == ""):
+            continue
+        parts[name] = encode_property(name, value)
+    return RawProperties((None,) * len(PROPERTY_NAMES)).replace(**parts).to_bytes()
+
+
+def encode_property(name: str, value: Any) -> bytes:
+    """The wire encoding of one property value."""
+    index = _INDEX[name]
+    try:
+        if index == _HEADERS:
+            return encode_table(value)
+        if index in _OCTETS:
+            return bytes((value,))
+        if index == _TIMESTAMP:
+            if isinstance(value, datetime.datetime):
+                if value.tzinfo is None:
+                    value = value.replace(tzinfo=datetime.UTC)
+                value = int(value.timestamp())
+            return _U64.pack(value)
+        encoded = (
+            value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+        )
+    except (TypeError, ValueError, struct.error, OverflowError) as err:
+        if isinstance(err, PropertiesError):
+            raise
+        raise PropertiesError(f"cannot encode {name}={value!r}: {err}") from err
+    if len(encoded) > 255:
+        raise PropertiesError(f"{name} is {len(encoded)} bytes, longer than a shortstr")
+    return bytes((len(encoded),)) + encoded
+
+
+def replace_headers(
+    raw: bytes, edit: Callable[[TypedTable | None], TypedTable | Mapping[str, Any] | None]
+) -> bytes:
+    """Rewrite only the headers: `edit` gets the typed table (None if absent) and
+    returns the new one (None drops the property). Entries it keeps unchanged
+    and every other property keep their bytes."""
+    parts = RawProperties.parse(raw)
+    return parts.with_headers(edit(parts.headers())).to_bytes()
