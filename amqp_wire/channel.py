@@ -142,7 +142,7 @@ class Channel:
             return
         if frame_type != framing.FRAME_METHOD:
             raise exceptions.AMQPUnexpectedFrame(
-                f"expected method frame, got non method frame instead"
+                "expected method frame, got non method frame instead"
             )
         method = decode_method(payload)
         handler = self._handlers.get(type(method))
@@ -355,10 +355,10 @@ class Channel:
         self.vhost.dispatch(queue, self.now())
 
     def _basic_cancel(self, method: _BASIC.Cancel) -> None:
-        if method.consumer_tag == self.reply_to_token:
+        if self.reply_to_token is not None and method.consumer_tag == self.reply_to_token:
             self.connection.broker.direct_reply_to.pop(self.reply_to_token, None)
             self.reply_to_token = None
-        consumer = self.consumers.pop(method.consumer_tag, None)
+        consumer = self.consumers.pop(method.consumer_tag or "", None)
         if consumer is not None:
             self._drop_consumer(consumer, self.now())
         if not method.nowait:
@@ -516,7 +516,7 @@ class Channel:
         self._settle(method.delivery_tag, method.multiple, "requeue" if method.requeue else "reject")
 
     def _basic_reject(self, method: _BASIC.Reject) -> None:
-        self._settle(method.delivery_tag, False, "requeue" if method.requeue else "reject")
+        self._settle(method.delivery_tag or 0, False, "requeue" if method.requeue else "reject")
 
     def _basic_recover(self, method: _BASIC.Recover) -> None:
         self._recover(method.requeue)

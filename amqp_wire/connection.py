@@ -16,6 +16,7 @@ connection only.
 from __future__ import annotations
 
 import enum
+import importlib.metadata
 import logging
 import platform
 import socket
@@ -69,9 +70,14 @@ CAPABILITIES = {
 }
 
 
-def server_properties() -> dict[str, Any]:
-    from leveret import __version__
+def _version() -> str:
+    try:
+        return importlib.metadata.version("leveret")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
 
+
+def server_properties() -> dict[str, Any]:
     return {
         "capabilities": CAPABILITIES,
         "cluster_name": f"leveret@{socket.gethostname()}",
@@ -79,7 +85,7 @@ def server_properties() -> dict[str, Any]:
         "information": "A RabbitMQ-compatible AMQP 0-9-1 broker in Python",
         "platform": f"Python {platform.python_version()}",
         "product": "leveret",
-        "version": __version__,
+        "version": _version(),
     }
 
 
@@ -190,7 +196,7 @@ class Connection:
         if channel == 0:
             if frame_type != framing.FRAME_METHOD:
                 raise exceptions.AMQPUnexpectedFrame(
-                    f"expected method frame, got non method frame instead"
+                    "expected method frame, got non method frame instead"
                 )
             self._handle_connection_method(decode_method(payload))
             return
@@ -213,7 +219,7 @@ class Connection:
                 )
             method = decode_method(payload)
             if not isinstance(method, commands.Channel.Open):
-                raise exceptions.AMQPChannelError(f"expected 'channel.open'")
+                raise exceptions.AMQPChannelError("expected 'channel.open'")
             self.channels[channel] = Channel(self, channel)
             self.send_method(channel, commands.Channel.OpenOk())
             return
@@ -402,7 +408,7 @@ def decode_method(payload: bytes) -> Any:
     if len(payload) < 4:
         raise exceptions.AMQPFrameError("method frame too short")
     index = int.from_bytes(payload[:4], "big")
-    cls = commands.INDEX_MAPPING.get(index)
+    cls: Any = commands.INDEX_MAPPING.get(index)
     if cls is None:
         raise exceptions.AMQPNotImplemented(
             f"unknown method class {index >> 16} method {index & 0xFFFF}"
@@ -422,7 +428,7 @@ def _method_name(method: Any) -> str:
 
 
 def _snake(name: str) -> str:
-    out = []
+    out: list[str] = []
     for char in name:
         if char.isupper() and out:
             out.append("_")

@@ -24,8 +24,8 @@ T = TypeVar("T")
 
 
 def register(cls: Callable[[], T]) -> Callable[[], T]:
-    instance = cls()
-    REGISTRY[instance.name] = instance  # type: ignore[attr-defined]
+    instance: Any = cls()
+    REGISTRY[instance.name] = instance
     return cls
 
 

@@ -1,0 +1,280 @@
+"""Byte-level protocol tests: the sans-IO connection fed frames, no sockets."""
+
+from __future__ import annotations
+
+import struct
+
+from pamqp import commands, frame
+
+from amqp_wire import framing
+from exchanges.broker import Broker
+from tests.wire.conftest import WireClient
+
+Basic = commands.Basic
+
+
+def methods(out: list) -> list:
+    return [m for _, m in out]
+
+
+def test_wrong_protocol_header_gets_ours_back_and_a_close(broker: Broker) -> None:
+    wire = WireClient(broker)
+    wire.connection.receive_data(b"AMQP\x00\x00\x08\x00")
+    assert wire.connection.data_to_send() == b"AMQP\x00\x00\x09\x01"
+    assert wire.connection.want_close
+
+
+def test_handshake_advertises_what_rabbitmq_clients_look_for(broker: Broker) -> None:
+    wire = WireClient(broker)
+    start = methods(wire.send_raw(framing.PROTOCOL_HEADER))[0]
+    assert (start.version_major, start.version_minor) == (0, 9)
+    assert start.mechanisms == "PLAIN AMQPLAIN"
+    caps = start.server_properties["capabilities"]
+    for capability in ("publisher_confirms", "basic.nack", "consumer_cancel_notify",
+                       "exchange_exchange_bindings", "per_consumer_qos", "direct_reply_to",
+                       "authentication_failure_close", "consumer_priorities"):
+        assert caps[capability] is True
+    out = wire.send(0, commands.Connection.StartOk(
+        client_properties={}, mechanism="PLAIN", response="\x00guest\x00guest", locale="en_US"))
+    tune = methods(out)[0]
+    assert (tune.channel_max, tune.frame_max, tune.heartbeat) == (2047, 131072, 60)
+
+
+def test_amqplain_login(broker: Broker) -> None:
+    from pamqp import encode
+
+    wire = WireClient(broker)
+    wire.send_raw(framing.PROTOCOL_HEADER)
+    response = encode.field_table({"LOGIN": "guest", "PASSWORD": "guest"})[4:]
+    out = wire.send(0, commands.Connection.StartOk(
+        client_properties={}, mechanism="AMQPLAIN", response=response.decode("latin-1"), locale="en_US"))
+    assert isinstance(methods(out)[0], commands.Connection.Tune)
+
+
+def test_bad_password_is_403_with_rabbitmqs_text(broker: Broker) -> None:
+    wire = WireClient(broker)
+    out = wire.handshake(password="wrong")
+    close = methods(out)[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert close.reply_code == 403
+    assert close.reply_text == (
+        "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. "
+        "For details see the broker logfile."
+    )
+
+
+def test_bad_password_without_capability_just_drops_the_socket(broker: Broker) -> None:
+    wire = WireClient(broker)
+    out = wire.handshake(password="wrong", capabilities={"authentication_failure_close": False})
+    assert out == []
+    assert wire.connection.want_close
+
+
+def test_guest_is_refused_from_a_remote_address(broker: Broker) -> None:
+    wire = WireClient(broker, peer_host="10.1.2.3")
+    close = methods(wire.handshake())[0]
+    assert close.reply_code == 403
+    assert "can only connect via localhost" in close.reply_text
+
+
+def test_unknown_vhost_is_530(broker: Broker) -> None:
+    wire = WireClient(broker)
+    close = methods(wire.handshake(vhost="nope"))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert (close.reply_code, close.reply_text) == (530, "NOT_ALLOWED - vhost nope not found")
+
+
+def test_bad_frame_end_is_501_frame_error(client: WireClient) -> None:
+    data = bytearray(framing.frame(framing.FRAME_METHOD, 1, struct.pack(">HH", 60, 70) + b"\x00\x00\x00\x00"))
+    data[-1] = 0x00
+    close = methods(client.send_raw(bytes(data)))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert close.reply_code == 501
+
+
+def test_frame_over_frame_max_is_501(client: WireClient) -> None:
+    header = struct.pack(">BHI", framing.FRAME_BODY, 1, 200_000)
+    close = methods(client.send_raw(header))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert close.reply_code == 501
+
+
+def test_method_on_an_unopened_channel_is_504(client: WireClient) -> None:
+    close = methods(client.send(5, Basic.Qos(prefetch_count=1)))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert close.reply_code == 504
+
+
+def test_content_header_without_publish_is_505(client: WireClient) -> None:
+    from pamqp import header
+
+    data = frame.marshal(header.ContentHeader(0, 3, commands.Basic.Properties()), 1)
+    close = methods(client.send_raw(data))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert close.reply_code == 505
+
+
+def test_unknown_method_is_540(client: WireClient) -> None:
+    close = methods(client.send_raw(framing.frame(framing.FRAME_METHOD, 1, struct.pack(">HH", 60, 999))))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert close.reply_code == 540
+
+
+def test_connection_is_discarding_after_close_until_close_ok(client: WireClient) -> None:
+    client.send_raw(framing.frame(framing.FRAME_METHOD, 1, struct.pack(">HH", 60, 999)))
+    assert client.send(1, Basic.Qos(prefetch_count=1)) == []
+    client.send(0, commands.Connection.CloseOk())
+    assert client.connection.want_close
+
+
+def test_channel_error_closes_only_that_channel(client: WireClient) -> None:
+    client.open_channel(2)
+    out = client.publish(1, "missing", "rk", b"x")
+    close = methods(out)[0]
+    assert isinstance(close, commands.Channel.Close)
+    assert (close.reply_code, close.reply_text) == (404, "NOT_FOUND - no exchange 'missing' in vhost '/'")
+    assert (close.class_id, close.method_id) == (60, 40)
+    out = client.send(2, commands.Queue.Declare(queue="still-works"))
+    assert isinstance(methods(out)[0], commands.Queue.DeclareOk)
+    # frames on the closing channel are dropped until its close-ok
+    assert client.send(1, commands.Queue.Declare(queue="ignored")) == []
+    client.send(1, commands.Channel.CloseOk())
+    assert isinstance(methods(client.send(1, commands.Channel.Open()))[0], commands.Channel.OpenOk)
+
+
+def test_get_returns_the_publishers_exact_header_frame(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="q2"))
+    table = b"\x01ab\x05" + b"\x01nd" + struct.pack(">d", 1.5) + b"\x01sS\x00\x00\x00\x02\xff\xfe"
+    raw = struct.pack(">H", 0x2000) + struct.pack(">I", len(table)) + table
+    client.publish(1, "", "q2", b"body", raw_properties=raw)
+    client.connection.receive_data(frame.marshal(Basic.Get(queue="q2", no_ack=True), 1))
+    reader = framing.FrameReader(0)
+    reader.feed(client.connection.data_to_send())
+    frames = reader.frames()
+    assert [f[0] for f in frames] == [framing.FRAME_METHOD, framing.FRAME_HEADER, framing.FRAME_BODY]
+    assert frames[1][2][12:] == raw
+    assert frames[2][2] == b"body"
+
+
+def test_message_over_the_size_limit_is_406(broker: Broker) -> None:
+    broker.settings.max_message_size = 10
+    wire = WireClient(broker)
+    wire.handshake()
+    wire.open_channel(1)
+    close = methods(wire.publish(1, "", "q", b"x" * 11))[0]
+    assert isinstance(close, commands.Channel.Close)
+    assert (close.reply_code, close.reply_text) == (
+        406, "PRECONDITION_FAILED - message size 11 is larger than configured max size 10")
+
+
+def test_large_bodies_are_split_within_frame_max(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="big"))
+    body = bytes(range(256)) * 2000  # 512 000 bytes, several frames
+    client.publish(1, "", "big", body)
+    client.connection.receive_data(frame.marshal(Basic.Get(queue="big", no_ack=True), 1))
+    reader = framing.FrameReader(0)
+    reader.feed(client.connection.data_to_send())
+    frames = reader.frames()
+    bodies = [f[2] for f in frames if f[0] == framing.FRAME_BODY]
+    assert len(bodies) >= 4
+    assert all(len(b) + framing.FRAME_OVERHEAD <= 131072 for b in bodies)
+    assert b"".join(bodies) == body
+
+
+def test_mandatory_unroutable_is_returned_312(client: WireClient) -> None:
+    out = methods(client.publish(1, "amq.direct", "nowhere", b"x", mandatory=True))
+    assert isinstance(out[0], Basic.Return)
+    assert (out[0].reply_code, out[0].reply_text, out[0].exchange, out[0].routing_key) == (
+        312, "NO_ROUTE", "amq.direct", "nowhere")
+
+
+def test_confirms_ack_in_order_and_nack_on_reject_publish(client: WireClient) -> None:
+    client.send(1, commands.Confirm.Select())
+    client.send(1, commands.Queue.Declare(queue="full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"}))
+    first = methods(client.publish(1, "", "full", b"1"))
+    second = methods(client.publish(1, "", "full", b"2"))
+    assert isinstance(first[0], Basic.Ack) and first[0].delivery_tag == 1
+    assert isinstance(second[0], Basic.Nack) and second[0].delivery_tag == 2
+
+
+def test_ack_of_unknown_tag_is_406(client: WireClient) -> None:
+    close = methods(client.send(1, Basic.Ack(delivery_tag=5)))[0]
+    assert isinstance(close, commands.Channel.Close)
+    assert (close.reply_code, close.reply_text) == (406, "PRECONDITION_FAILED - unknown delivery tag 5")
+
+
+def test_ack_multiple_zero_with_nothing_outstanding_is_fine(client: WireClient) -> None:
+    assert client.send(1, Basic.Ack(delivery_tag=0, multiple=True)) == []
+
+
+def test_duplicate_consumer_tag_closes_the_connection_530(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="q"))
+    client.send(1, Basic.Consume(queue="q", consumer_tag="dup"))
+    close = methods(client.send(1, Basic.Consume(queue="q", consumer_tag="dup")))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert (close.reply_code, close.reply_text) == (530, "NOT_ALLOWED - attempt to reuse consumer tag 'dup'")
+
+
+def test_consume_ok_precedes_deliveries_and_requeue_on_close(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="work"))
+    client.publish(1, "", "work", b"a")
+    out = methods(client.send(1, Basic.Consume(queue="work", consumer_tag="c1")))
+    assert isinstance(out[0], Basic.ConsumeOk)
+    assert isinstance(out[1], Basic.Deliver) and out[1].redelivered is False
+    client.send(1, commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+    queue = client.broker.vhosts["/"].queues["work"]
+    assert queue.message_count == 1
+    assert queue.ready_entries()[0].redelivered
+
+
+def test_immediate_publish_is_540(client: WireClient) -> None:
+    close = methods(client.send_raw(frame.marshal(Basic.Publish(exchange="", routing_key="q", immediate=True), 1)))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert (close.reply_code, close.reply_text) == (540, "NOT_IMPLEMENTED - immediate=true")
+
+
+def test_unknown_exchange_type_closes_the_connection_503(client: WireClient) -> None:
+    close = methods(client.send(1, commands.Exchange.Declare(exchange="x", exchange_type="foo")))[0]
+    assert isinstance(close, commands.Connection.Close)
+    assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (
+        503, "COMMAND_INVALID - invalid exchange type 'foo'", 40, 10)
+
+
+def test_tx_defers_publishes_until_commit(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="tq"))
+    client.send(1, commands.Tx.Select())
+    client.publish(1, "", "tq", b"a")
+    queue = client.broker.vhosts["/"].queues["tq"]
+    assert queue.message_count == 0
+    assert isinstance(methods(client.send(1, commands.Tx.Commit()))[0], commands.Tx.CommitOk)
+    assert queue.message_count == 1
+    client.publish(1, "", "tq", b"b")
+    client.send(1, commands.Tx.Rollback())
+    client.send(1, commands.Tx.Commit())
+    assert queue.message_count == 1
+
+
+def test_confirm_after_tx_is_406(client: WireClient) -> None:
+    client.send(1, commands.Tx.Select())
+    close = methods(client.send(1, commands.Confirm.Select()))[0]
+    assert (close.reply_code, close.reply_text) == (406, "PRECONDITION_FAILED - cannot switch from tx to confirm mode")
+
+
+def test_silent_peer_is_disconnected_after_two_heartbeats(broker: Broker) -> None:
+    wire = WireClient(broker)
+    wire.handshake(heartbeat=10)
+    wire.now = 6.0
+    wire.connection.heartbeat_tick(wire.now)
+    assert wire.connection.data_to_send() == framing.HEARTBEAT_FRAME
+    wire.now = 21.0
+    wire.connection.heartbeat_tick(wire.now)
+    assert wire.connection.want_close
+
+
+def test_queue_deletion_cancels_consumers_with_basic_cancel(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="gone"))
+    client.send(1, Basic.Consume(queue="gone", consumer_tag="c"))
+    client.open_channel(2)
+    out = client.send(2, commands.Queue.Delete(queue="gone"))
+    cancels = [(ch, m) for ch, m in out if isinstance(m, Basic.Cancel)]
+    assert cancels and cancels[0][0] == 1 and cancels[0][1].consumer_tag == "c"
