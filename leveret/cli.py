@@ -17,7 +17,10 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 from leveret import __version__
 
@@ -139,6 +142,24 @@ async def _run_server(host: str, port: int) -> int:
     import asyncio
     import signal
 
+    # Handlers first: whoever sees the "listening" line may signal at once.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    handled: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        return await _listen_until(stop, host, port)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def _listen_until(stop: asyncio.Event, host: str, port: int) -> int:
     from amqp_wire.server import Server
 
     server = Server()
@@ -152,23 +173,11 @@ async def _run_server(host: str, port: int) -> int:
         "(vhost /, guest/guest from loopback)",
         flush=True,
     )
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    handled: list[signal.Signals] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-        except (NotImplementedError, RuntimeError):
-            pass
     try:
         await stop.wait()
     finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
         await server.stop()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
