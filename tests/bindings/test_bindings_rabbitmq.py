@@ -1,0 +1,153 @@
+"""Differential tests: the golden tables replayed against the reference RabbitMQ.
+
+Every binding and message goes to the broker as the exact field bytes of the
+table (pika's encoder is taught `Field`), and leveret sees pamqp's decoding
+of the same bytes. A row must route on RabbitMQ as recorded, and leveret
+must agree with RabbitMQ except on the rows that record a known difference.
+Skips when nothing listens on 127.0.0.1:5672.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pamqp import exceptions
+
+from bindings.headers import HeadersIndex
+from bindings.model import Binding, Destination
+from bindings.topic import TopicTrie
+from tests.bindings.bindings_fields import Field, decoded, decoded_value, label
+from tests.bindings.bindings_golden import HEADERS, TOPIC, X_MATCH_ERRORS, HeadersCase, XMatchCase
+
+pika = pytest.importorskip("pika")
+pika_data = pytest.importorskip("pika.data")
+
+pytestmark = pytest.mark.rabbitmq
+
+HOST, PORT = "127.0.0.1", 5672
+
+
+def reachable() -> bool:
+    try:
+        with socket.create_connection((HOST, PORT), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Probe:
+    """One connection, one exclusive queue; each check uses a fresh exchange."""
+
+    def __init__(self) -> None:
+        self.connection = pika.BlockingConnection(
+            pika.ConnectionParameters(HOST, PORT, connection_attempts=1, socket_timeout=5)
+        )
+        self.channel = self._open_channel()
+        self.queue = f"leveret-test-{uuid.uuid4().hex}"
+        self.channel.queue_declare(self.queue, exclusive=True)
+
+    def _open_channel(self) -> Any:
+        channel = self.connection.channel()
+        channel.confirm_delivery()
+        return channel
+
+    def routed(
+        self,
+        kind: str,
+        binding_key: str,
+        arguments: dict[str, Field] | None,
+        routing_key: str,
+        headers: dict[str, Field] | None,
+    ) -> bool:
+        """Whether a mandatory publish reached the queue through one binding.
+
+        Raises pika's ChannelClosedByBroker when the broker refuses the binding.
+        """
+        exchange = f"leveret-test-{uuid.uuid4().hex}"
+        self.channel.exchange_declare(exchange, kind)
+        try:
+            try:
+                self.channel.queue_bind(self.queue, exchange, binding_key, arguments=arguments)
+            except pika.exceptions.ChannelClosedByBroker:
+                self.channel = self._open_channel()
+                raise
+            properties = pika.BasicProperties(headers=headers)
+            try:
+                self.channel.basic_publish(exchange, routing_key, b"", properties, mandatory=True)
+            except pika.exceptions.UnroutableError:
+                return False
+            return True
+        finally:
+            self.channel.exchange_delete(exchange)
+            self.channel.queue_purge(self.queue)
+
+    def close(self) -> None:
+        self.channel.queue_delete(self.queue)
+        self.connection.close()
+
+
+@pytest.fixture(scope="module")
+def rabbitmq() -> Iterator[Probe]:
+    if not reachable():
+        pytest.skip(f"reference RabbitMQ not reachable on {HOST}:{PORT}")
+    original = pika_data.encode_value
+
+    def encode_value(pieces: list[bytes], value: Any) -> int:
+        if isinstance(value, Field):
+            pieces.append(value.wire)
+            return len(value.wire)
+        return int(original(pieces, value))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pika_data, "encode_value", encode_value)
+        probe = Probe()
+        try:
+            yield probe
+        finally:
+            probe.close()
+
+
+QUEUE = Destination.queue("q")
+
+
+@pytest.mark.parametrize(("pattern", "key", "matched"), TOPIC)
+def test_topic_against_rabbitmq(rabbitmq: Probe, pattern: str, key: str, matched: bool) -> None:
+    observed = rabbitmq.routed("topic", pattern, None, key, None)
+    trie = TopicTrie()
+    trie.add(Binding.make("x", QUEUE, pattern))
+    assert observed is matched
+    assert bool(trie.match(key, None)) is observed
+
+
+@pytest.mark.parametrize(
+    "case", HEADERS, ids=[f"{label(c.arguments)}~{label(c.headers)}" for c in HEADERS]
+)
+def test_headers_against_rabbitmq(rabbitmq: Probe, case: HeadersCase) -> None:
+    observed = rabbitmq.routed("headers", "", case.arguments, "", case.headers)
+    index = HeadersIndex()
+    index.add(Binding.make("x", QUEUE, "", decoded(case.arguments)))
+    ours = index.match("", decoded(case.headers)) == [QUEUE]
+    assert observed is case.rabbitmq
+    if case.leveret is None:
+        assert ours is observed
+    else:
+        assert ours is case.leveret, case.why
+
+
+@pytest.mark.parametrize("case", X_MATCH_ERRORS, ids=[repr(c.value) for c in X_MATCH_ERRORS])
+def test_x_match_refusal_against_rabbitmq(rabbitmq: Probe, case: XMatchCase) -> None:
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        rabbitmq.routed("headers", "", {"x-match": case.value}, "", None)
+    index = HeadersIndex()
+    with pytest.raises(exceptions.AMQPPreconditionFailed) as ours:
+        index.add(Binding.make("x", QUEUE, "", {"x-match": decoded_value(case.value)}))
+    assert refused.value.reply_code == 406
+    assert refused.value.reply_text == f"PRECONDITION_FAILED - {case.rabbitmq}"
+    if case.leveret is None:
+        assert str(ours.value) == case.rabbitmq
+    else:
+        assert str(ours.value) == case.leveret, case.why
