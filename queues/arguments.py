@@ -179,9 +179,13 @@ def assert_equivalent(
         if name in current and name in received and type_class(old) == type_class(new):
             if _text(old) == _text(new) if type_class(old) == "longstr" else old == new:
                 continue
+        if name in current and name in received:
+            # Both present: RabbitMQ names the values only, not their types.
+            detail = f"received '{describe(new)}' but current is '{describe(old)}'"
+        else:
+            detail = f"received {_value_text(received, name)} but current is {_value_text(current, name)}"
         raise exceptions.AMQPPreconditionFailed(
-            f"inequivalent arg '{name}' for queue '{queue}' in vhost '{vhost}': "
-            f"received {_value_text(received, name)} but current is {_value_text(current, name)}"
+            f"inequivalent arg '{name}' for queue '{queue}' in vhost '{vhost}': {detail}"
         )
 
 
