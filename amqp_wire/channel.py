@@ -283,8 +283,10 @@ class Channel:
 
     # --------------------------------------------------------------- queue
     def _queue_declare(self, method: commands.Queue.Declare) -> None:
+        # RabbitMQ never makes an exclusive queue durable, so it ignores the flag.
+        durable = method.durable and not method.exclusive
         queue = self.vhost.declare_queue(
-            method.queue, passive=method.passive, durable=method.durable, exclusive=method.exclusive,
+            method.queue, passive=method.passive, durable=durable, exclusive=method.exclusive,
             auto_delete=method.auto_delete, arguments=method.arguments, owner=self.connection, now_ms=self.now(),
         )
         self.last_queue = queue.name

@@ -136,7 +136,7 @@ def parse_queue_arguments(
         overflow = _text(args["x-overflow"])
         if overflow not in OVERFLOW_MODES:
             raise _invalid(
-                "x-overflow", queue, vhost, f"{{unacceptable_type,{describe(args['x-overflow'])}}}"
+                "x-overflow", queue, vhost, "invalid_overflow"
             )
         parsed["overflow"] = overflow
     for key, field in (
@@ -150,7 +150,7 @@ def parse_queue_arguments(
             parsed[field] = text
     if parsed["dead_letter_routing_key"] is not None and parsed["dead_letter_exchange"] is None:
         raise _invalid(
-            "x-dead-letter-routing-key", queue, vhost, "{routing_key_but_no_dlx_defined}"
+            "x-dead-letter-routing-key", queue, vhost, "routing_key_but_no_dlx_defined"
         )
     if "x-single-active-consumer" in args:
         value = args["x-single-active-consumer"]
