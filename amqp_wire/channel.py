@@ -93,7 +93,9 @@ class Channel:
         self.global_prefetch = 0
         self.confirm = False
         self.publish_seq = 0
+        # tx mode: publishes and settlements wait here for tx.commit.
         self.tx: list[Callable[[], None]] | None = None
+        self.tx_settled: list[tuple[int, Queue, Entry, ChannelConsumer | None]] = []
         self.last_queue: str | None = None
         self.reply_to_token: str | None = None
         # content assembly
@@ -235,6 +237,7 @@ class Channel:
         for consumer in list(self.consumers.values()):
             self._drop_consumer(consumer, now)
         self.consumers.clear()
+        self._restore_tx_settled()
         self._requeue_all(now)
         if self.reply_to_token is not None:
             self.connection.broker.direct_reply_to.pop(self.reply_to_token, None)
@@ -460,10 +463,10 @@ class Channel:
         ))
         self._send_content(message)
 
-    def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[Queue, Entry, ChannelConsumer | None]]:
+    def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Queue, Entry, ChannelConsumer | None]]:
         unacked = self.unacked
         if multiple and delivery_tag == 0:
-            taken = list(unacked.values())
+            taken = [(tag, *item) for tag, item in unacked.items()]
             unacked.clear()
         elif delivery_tag not in unacked:
             raise exceptions.AMQPPreconditionFailed(f"unknown delivery tag {delivery_tag}")
@@ -471,12 +474,12 @@ class Channel:
             taken = []
             while unacked:
                 tag, item = unacked.popitem(last=False)
-                taken.append(item)
+                taken.append((tag, *item))
                 if tag == delivery_tag:
                     break
         else:
-            taken = [unacked.pop(delivery_tag)]
-        for _, _, consumer in taken:
+            taken = [(delivery_tag, *unacked.pop(delivery_tag))]
+        for _, _, _, consumer in taken:
             if consumer is not None:
                 consumer.unacked -= 1
         return taken
@@ -484,14 +487,16 @@ class Channel:
     def _settle(self, delivery_tag: int, multiple: bool, action: str) -> None:
         taken = self._take(delivery_tag, multiple)
         if self.tx is not None:
+            # As RabbitMQ: the tags leave `unacked` now; rollback puts them back.
+            self.tx_settled.extend(taken)
             self.tx.append(lambda: self._apply_settlement(taken, action))
             return
         self._apply_settlement(taken, action)
 
-    def _apply_settlement(self, taken: list[tuple[Queue, Entry, ChannelConsumer | None]], action: str) -> None:
+    def _apply_settlement(self, taken: list[tuple[int, Queue, Entry, ChannelConsumer | None]], action: str) -> None:
         now = self.now()
         by_queue: dict[Queue, list[Entry]] = {}
-        for queue, entry, _ in taken:
+        for _, queue, entry, _ in taken:
             by_queue.setdefault(queue, []).append(entry)
         for queue, entries in by_queue.items():
             if action == "ack":
@@ -551,6 +556,7 @@ class Channel:
         if self.tx is None:
             raise exceptions.AMQPPreconditionFailed("channel is not transactional")
         pending, self.tx = self.tx, None
+        self.tx_settled = []
         try:
             for action in pending:
                 action()
@@ -562,7 +568,19 @@ class Channel:
         if self.tx is None:
             raise exceptions.AMQPPreconditionFailed("channel is not transactional")
         self.tx = []
+        self._restore_tx_settled()
         self.send(commands.Tx.RollbackOk())
+
+    def _restore_tx_settled(self) -> None:
+        """Uncommitted acks/nacks are undone: their deliveries are unacked again, in tag order."""
+        if not self.tx_settled:
+            return
+        merged = sorted([(tag, *item) for tag, item in self.unacked.items()] + self.tx_settled, key=lambda t: t[0])
+        self.unacked = OrderedDict((tag, (queue, entry, consumer)) for tag, queue, entry, consumer in merged)
+        for _, _, _, consumer in self.tx_settled:
+            if consumer is not None:
+                consumer.unacked += 1
+        self.tx_settled = []
 
     # ---------------------------------------------------------- reply-to
     def _consume_direct_reply_to(self, method: _BASIC.Consume) -> None:

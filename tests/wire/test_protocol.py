@@ -278,3 +278,26 @@ def test_queue_deletion_cancels_consumers_with_basic_cancel(client: WireClient) 
     out = client.send(2, commands.Queue.Delete(queue="gone"))
     cancels = [(ch, m) for ch, m in out if isinstance(m, Basic.Cancel)]
     assert cancels and cancels[0][0] == 1 and cancels[0][1].consumer_tag == "c"
+
+
+def test_tx_rollback_puts_acked_deliveries_back_as_unacked(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="txr"))
+    client.publish(1, "", "txr", b"x")
+    client.send(1, commands.Tx.Select())
+    client.send(1, Basic.Get(queue="txr"))
+    client.send(1, Basic.Ack(delivery_tag=1))
+    assert isinstance(methods(client.send(1, commands.Tx.Rollback()))[0], commands.Tx.RollbackOk)
+    queue = client.broker.vhosts["/"].queues["txr"]
+    assert queue.unacked_count == 1
+    client.send(1, commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+    assert queue.message_count == 1 and queue.ready_entries()[0].redelivered
+
+
+def test_uncommitted_ack_is_requeued_when_the_channel_closes(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="txc"))
+    client.publish(1, "", "txc", b"x")
+    client.send(1, commands.Tx.Select())
+    client.send(1, Basic.Get(queue="txc"))
+    client.send(1, Basic.Ack(delivery_tag=1))
+    client.send(1, commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+    assert client.broker.vhosts["/"].queues["txc"].message_count == 1
