@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -40,6 +40,7 @@ from leveret.playground.runner import (
 OK = "✓"
 NO = "✗"
 MAX_UNMATCHED = 8  # more than this and the rest are counted, not listed
+TREE_STEP = 4  # columns each tree level indents
 
 
 def make_console(width: int | None = None, *, color: bool | None = None, file: Any = None) -> Console:
@@ -80,6 +81,7 @@ class Renderer:
         self.show_declarations = show_declarations
         self.headings = headings  # off in the interactive prompt, where the user just typed it
         self._printed = False
+        self._brief_misses = False
 
     # --------------------------------------------------------------- events
     def events(self, events: Iterable[Event]) -> None:
@@ -113,20 +115,24 @@ class Renderer:
                                              (" (unused past x-expires)", "dim")))
 
     def _heading(self, statement: Statement, style: str = "bold", gap: bool = False) -> None:
+        """The statement's source line, numbered (not in the prompt, where it was just typed)."""
         if not self.headings:
             return
         if gap and self._printed:
             self.console.print()
-        self._printed = True
-        text = Text()
-        text.append(f"{statement.at.line:>4} │ ", style="dim")
-        text.append(statement.at.source, style=style)
-        self.console.print(text, overflow="ellipsis", no_wrap=True)
+        self._emit(statement, Text(statement.at.source, style=style))
 
-    def _gutter(self, statement: Statement) -> Text:
+    def _emit(self, statement: Statement, body: Text) -> None:
+        """`body` after the line-number gutter; long lines wrap under the body, not the gutter."""
+        self._printed = True
         if not self.headings:
-            return Text("  ")
-        return Text(f"{statement.at.line:>4} │ ", style="dim")
+            self.console.print(_indent(body, 2))
+            return
+        grid = Table.grid()
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row(Text(f"{statement.at.line:>4} │ ", style="dim"), body)
+        self.console.print(grid)
 
     def info(self, event: InfoEvent) -> None:
         if not self.show_declarations and not isinstance(event.statement, Load):
@@ -160,14 +166,21 @@ class Renderer:
             text.append("  nacked: a full queue refused it (x-overflow reject-publish)", style="yellow")
         self.console.print(text)
 
-    def trace_tree(self, trace: RouteTrace, routing_keys: Iterable[str] = ()) -> Tree:
+    def trace_tree(
+        self, trace: RouteTrace, routing_keys: Iterable[str] = (), *, indent: int = 0,
+        brief_misses: bool = False,
+    ) -> Tree:
+        """The route as a tree; `indent` is where the caller will place it (for wrapping).
+        With `brief_misses`, bindings that did not match are only counted where
+        something else matched (dead-letter hops: the why matters less there)."""
+        self._brief_misses = brief_misses
         keys = list(routing_keys)
         label = self._hop_label(trace.root)
         if keys:
             label.append("  routing key ", style="dim")
             label.append(", ".join(_quote(k) for k in keys), style="cyan")
         tree = Tree(label, guide_style="dim")
-        self._fill_hop(tree, trace.root)
+        self._fill_hop(tree, trace.root, indent + TREE_STEP)
         return tree
 
     def _hop_label(self, hop: ExchangeHop) -> Text:
@@ -180,7 +193,8 @@ class Renderer:
             text.append(f" ({hop.exchange_type})", style="magenta")
         return text
 
-    def _fill_hop(self, node: Tree, hop: ExchangeHop) -> None:
+    def _fill_hop(self, node: Tree, hop: ExchangeHop, column: int) -> None:
+        """Add `hop`'s bindings under `node`, whose children start at `column`."""
         if hop.missing:
             node.add(Text(f"{NO} exchange does not exist: the message stops here", style="red"))
             return
@@ -189,39 +203,55 @@ class Renderer:
             return
         children = {child.exchange: child for child in hop.hops}
         for matched in hop.matched:
-            branch = node.add(self._binding_label(matched, hop, matched=True))
+            branch = self._binding_node(node, matched, hop, column, matched=True)
             destination = matched.binding.destination
             if destination.kind == "exchange":
                 child = children.pop(destination.name, None)
                 if child is not None:
-                    self._fill_hop(branch, child)
+                    self._fill_hop(branch, child, column + TREE_STEP)
         if hop.alternate is not None:
             alternate = Text()
             alternate.append("↪ nothing matched: alternate-exchange ", style="yellow")
             alternate.append(self._hop_label(hop.alternate))
-            self._fill_hop(node.add(alternate), hop.alternate)
-        if hop.unmatched:
-            self._unmatched(node, hop)
+            self._fill_hop(node.add(alternate), hop.alternate, column + TREE_STEP)
+        if hop.unmatched and self._brief_misses and (hop.matched or hop.alternate is not None):
+            node.add(Text(f"{NO} {_plural(len(hop.unmatched), 'other binding')} did not match",
+                          style="dim"))
+        elif hop.unmatched:
+            count = len(hop.unmatched)
+            branch = node.add(Text(f"{NO} did not match ({count})", style="red"))
+            for item in hop.unmatched[:MAX_UNMATCHED]:
+                self._binding_node(branch, item, hop, column + TREE_STEP, matched=False)
+            if count > MAX_UNMATCHED:
+                branch.add(Text(f"… and {count - MAX_UNMATCHED} more", style="dim"))
         if not hop.matched and hop.alternate is None and not hop.unmatched and hop.exchange:
             node.add(Text("no bindings", style="dim"))
 
-    def _binding_label(self, item: BindingVerdict, hop: ExchangeHop, matched: bool) -> Text:
+    def _binding_node(self, parent: Tree, item: BindingVerdict, hop: ExchangeHop, column: int,
+                      *, matched: bool) -> Tree:
+        """One binding; its reason goes on the same line if it fits, else just below."""
         binding = item.binding
         text = Text()
-        text.append(f"{OK if matched else NO} ", style="green" if matched else "red")
+        if matched:
+            text.append(f"{OK} ", style="green")
         destination = binding.destination
-        name_style = "bold" if matched else ""
         text.append(f"{destination.kind} ", style="dim")
-        text.append(destination.name, style=name_style)
+        text.append(destination.name, style="bold" if matched else "")
         rule = self._rule(binding, hop.exchange_type)
         if rule:
             text.append("  ")
             text.append(rule, style="cyan")
         reason = item.verdict.reason
-        if reason and not self._redundant(reason, binding, hop):
-            text.append("  " if matched else " — ", style="dim")
-            text.append(reason, style="dim" if matched else "")
-        return text
+        if not reason or self._redundant(reason, binding, hop):
+            return parent.add(text)
+        style = "dim" if matched else "yellow"
+        if column + text.cell_len + 2 + len(reason) <= self.console.width:
+            text.append("  ")
+            text.append(reason, style=style)
+            return parent.add(text)
+        node = parent.add(text)
+        node.add(Text(reason, style=style), guide_style="dim")
+        return node
 
     @staticmethod
     def _rule(binding: Binding, exchange_type: str) -> str:
@@ -229,7 +259,9 @@ class Renderer:
             arguments = binding.arguments_dict
             if not arguments:
                 return "(no arguments)"
-            return " ".join(f"{k}={_value(v)}" for k, v in arguments.items())
+            # x-match first: it says how to read the rest
+            items = sorted(arguments.items(), key=lambda kv: (kv[0] != "x-match", kv[0]))
+            return " ".join(f"{k}={_value(v)}" for k, v in items)
         if exchange_type == "fanout" or binding.source == "":
             return ""
         text = _quote(binding.binding_key)
@@ -240,19 +272,12 @@ class Renderer:
     @staticmethod
     def _redundant(reason: str, binding: Binding, hop: ExchangeHop) -> bool:
         # "pattern 'a.*' matches 'a.b'" only repeats the line; keep reasons that explain.
-        return hop.exchange_type in ("topic", "direct", "fanout") and (
+        if binding.source == "" or hop.exchange_type in ("fanout", "direct"):
+            return True  # the key (or its absence) on the line says it all
+        return hop.exchange_type in ("topic", "direct") and (
             reason.startswith(f"pattern '{binding.binding_key}' matches")
-            or reason.startswith("binding key") and "equals" in reason
-            or hop.exchange_type == "fanout"
+            or (reason.startswith("binding key") and "equals" in reason)
         )
-
-    def _unmatched(self, node: Tree, hop: ExchangeHop) -> None:
-        count = len(hop.unmatched)
-        branch = node.add(Text(f"{NO} did not match ({count})", style="red"))
-        for item in hop.unmatched[:MAX_UNMATCHED]:
-            branch.add(self._binding_label(item, hop, matched=False))
-        if count > MAX_UNMATCHED:
-            branch.add(Text(f"… and {count - MAX_UNMATCHED} more", style="dim"))
 
     # --------------------------------------------------------- dead letters
     def dead_letter_hops(self, hops: list[DeadLetterHop]) -> None:
@@ -265,7 +290,7 @@ class Renderer:
             text.append(event.exchange or "(default exchange)", style="magenta")
             self.console.print(text)
             if hop.trace is not None:
-                tree = self.trace_tree(hop.trace, event.routing_keys)
+                tree = self.trace_tree(hop.trace, event.routing_keys, indent=4, brief_misses=True)
                 self.console.print(_indent(tree))
             result = Text("    ")
             if event.queues:
@@ -281,12 +306,12 @@ class Renderer:
 
     # ------------------------------------------------------------- the rest
     def wait(self, event: WaitEvent) -> None:
-        text = self._gutter(event.statement)
+        text = Text()
         text.append(f"⏱ wait {format_duration(event.ms)}", style="bold")
         text.append(f"  (t = {format_duration(event.elapsed_ms)})", style="dim")
         if event.expired:
             text.append(f"  {event.expired} expired", style="yellow")
-        self.console.print(text)
+        self._emit(event.statement, text)
 
     def get(self, event: GetEvent) -> None:
         self._heading(event.statement)
@@ -296,7 +321,7 @@ class Renderer:
             return
         self.console.print(self.delivered(delivered, no_ack=event.no_ack))
 
-    def delivered(self, delivered: Delivered, *, no_ack: bool = False) -> Text:
+    def delivered(self, delivered: Delivered, *, no_ack: bool = False) -> RenderableType:
         text = Text("  ↓ ")
         text.append(_quote(delivered.body), style="bold")
         text.append(f"  tag {delivered.delivery_tag}", style="dim")
@@ -306,12 +331,13 @@ class Renderer:
             text.append("  (no-ack)", style="dim")
         text.append(f"  {delivered.remaining} left", style="dim")
         deaths = x_death_entries(delivered.message)
-        if deaths:
-            text.append("\n    x-death: ", style="dim")
-            text.append(", ".join(
-                f"{d.get('queue')}/{d.get('reason')} ×{d.get('count')}" for d in deaths
-            ), style="yellow")
-        return text
+        if not deaths:
+            return text
+        death_text = Text("x-death: ", style="dim")
+        death_text.append(", ".join(
+            f"{d.get('queue')}/{d.get('reason')} ×{d.get('count')}" for d in deaths
+        ), style="yellow")
+        return Group(text, _indent(death_text))
 
     def settle(self, event: SettleEvent) -> None:
         self._heading(event.statement)
@@ -328,10 +354,9 @@ class Renderer:
 
     def expect(self, event: ExpectEvent) -> None:
         if event.passed:
-            text = self._gutter(event.statement)
-            text.append(f"{OK} ", style="green")
+            text = Text(f"{OK} ", style="green")
             text.append(event.statement.at.source, style="green")
-            self.console.print(text)
+            self._emit(event.statement, text)
             return
         self.failure(event)
 
@@ -378,10 +403,14 @@ class Renderer:
             self.console.print(Text(line, style=style))
 
 
+def _plural(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _indent(renderable: Any, width: int = 4) -> Any:
     from rich.padding import Padding
 
-    return Padding(renderable, (0, 0, 0, width))
+    return Padding(renderable, (0, 0, 0, width), expand=False)
 
 
 def headers_text(headers: Mapping[str, Any]) -> str:
