@@ -529,7 +529,14 @@ class _Build(Transformer[Token, list[Statement]]):
         properties: dict[str, Any] = {}
         mandatory = False
         repeat = 1
-        for item in rest:
+        bare_body: str | None = None
+        for index, item in enumerate(rest):
+            if (
+                index == 0 and isinstance(item, _Option) and not item.has_value
+                and _normal(item.name) not in PUBLISH_FLAGS
+            ):
+                body = bare_body = item.name  # a one-word body needs no quotes
+                continue
             if isinstance(item, tuple):
                 tag, value = item
                 if tag == "body":
@@ -557,8 +564,8 @@ class _Build(Transformer[Token, list[Statement]]):
                 known = sorted(PUBLISH_FLAGS | set(PUBLISH_PROPERTIES) | set(PUBLISH_HEADER_SUGAR))
                 hint = _suggest(normal, known) + "publish options: " + ", ".join(known)
                 hint += ", headers {...}, repeat N"
-                if not option.has_value and not body:
-                    hint = f"quote the message body: \"{option.name} ...\"; or " + hint
+                if not option.has_value and bare_body is not None and index == 1:
+                    hint = f'quote a body with spaces: "{bare_body} {option.name}"; or ' + hint
                 raise self._error(option.token, f"unknown publish option '{option.name}'", hint)
         return Publish(
             at=self._at(meta), exchange=exchange, routing_key=routing_key, body=body,
@@ -874,7 +881,7 @@ def _syntax_error(error: UnexpectedInput, text: str, filename: str | None) -> Pl
     else:
         message = "syntax error"
     if hint is None:
-        hint = _example_hint(error)
+        hint = _example_hint(error, source)
     if hint is None:
         expected = _expected(error)
         if expected:
@@ -883,8 +890,16 @@ def _syntax_error(error: UnexpectedInput, text: str, filename: str | None) -> Pl
                            filename=filename, kind="syntax error")
 
 
-def _example_hint(error: UnexpectedInput) -> str | None:
+def _example_hint(error: UnexpectedInput, line: str) -> str | None:
+    """The hint of the broken example that fails the same way. lark compares
+    whole parser states, so the failing line is parsed again on its own."""
     parse_fn: Callable[[str], Tree[Token]] = _lark().parse
+    try:
+        parse_fn(line)
+    except UnexpectedInput as alone:
+        error = alone
+    else:
+        return None
     try:
         label = error.match_examples(parse_fn, _EXAMPLES, use_accepts=True)
     except Exception:  # noqa: BLE001  a hint is best-effort; never hide the real error

@@ -93,7 +93,7 @@ class Renderer:
             self.publish(event)
         elif isinstance(event, ExplainEvent):
             self._heading(event.statement, gap=True)
-            self.console.print(self.trace_tree(event.trace, event.routing_keys))
+            self.console.print(self.trace_tree(event.trace, event.routing_keys, headers=event.headers))
             self.result(event.trace.queues, returned=False, nacked=False, mandatory=False)
         elif isinstance(event, WaitEvent):
             self.wait(event)
@@ -147,7 +147,8 @@ class Renderer:
         self._heading(event.statement, gap=True)
         if event.count > 1:
             self.console.print(Text(f"       ×{event.count} messages, all routed alike", style="dim"))
-        self.console.print(self.trace_tree(event.trace, event.routing_keys))
+        self.console.print(self.trace_tree(event.trace, event.routing_keys,
+                                           headers=event.message.properties.headers))
         self.result(event.queues, returned=event.returned, nacked=event.nacked,
                      mandatory=event.mandatory)
 
@@ -168,7 +169,7 @@ class Renderer:
 
     def trace_tree(
         self, trace: RouteTrace, routing_keys: Iterable[str] = (), *, indent: int = 0,
-        brief_misses: bool = False,
+        brief_misses: bool = False, headers: Mapping[str, Any] | None = None,
     ) -> Tree:
         """The route as a tree; `indent` is where the caller will place it (for wrapping).
         With `brief_misses`, bindings that did not match are only counted where
@@ -176,7 +177,11 @@ class Renderer:
         self._brief_misses = brief_misses
         keys = list(routing_keys)
         label = self._hop_label(trace.root)
-        if keys:
+        if trace.root.exchange_type == "headers":
+            # the routing key plays no part; the headers do
+            label.append("  headers ", style="dim")
+            label.append(headers_text(headers or {}) or "(none)", style="cyan")
+        elif keys:
             label.append("  routing key ", style="dim")
             label.append(", ".join(_quote(k) for k in keys), style="cyan")
         tree = Tree(label, guide_style="dim")
@@ -290,7 +295,9 @@ class Renderer:
             text.append(event.exchange or "(default exchange)", style="magenta")
             self.console.print(text)
             if hop.trace is not None:
-                tree = self.trace_tree(hop.trace, event.routing_keys, indent=4, brief_misses=True)
+                headers = None if hop.message is None else hop.message.properties.headers
+                tree = self.trace_tree(hop.trace, event.routing_keys, indent=4, brief_misses=True,
+                                       headers=_without_death_headers(headers))
                 self.console.print(_indent(tree))
             result = Text("    ")
             if event.queues:
@@ -414,7 +421,12 @@ def _indent(renderable: Any, width: int = 4) -> Any:
 
 
 def headers_text(headers: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={_value(v)}" for k, v in headers.items())
+    return " ".join(f"{k}={_value(v)}" for k, v in headers.items())
+
+
+def _without_death_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    # x-death and x-first-death-* are the broker's notes; they would crowd the line
+    return {k: v for k, v in (headers or {}).items() if not k.startswith(("x-death", "x-first-death"))}
 
 
 def render_text(events: Iterable[Event], width: int = 80) -> str:

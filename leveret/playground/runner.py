@@ -80,6 +80,7 @@ class Delivered:
 class DeadLetterHop:
     event: DeadLetterEvent
     trace: RouteTrace | None = None  # None when it could not be traced faithfully
+    message: Message | None = None  # the dead-lettered message, when a queue accepted it
 
 
 @dataclass(slots=True, kw_only=True)
@@ -308,7 +309,7 @@ class Runner:
                 trace = self.vhost.trace(event.exchange, event.routing_keys, headers)
                 if message is None and _uses_headers(trace.root):
                     trace = None  # the headers decide, and we do not have them
-            hops.append(DeadLetterHop(event=event, trace=trace))
+            hops.append(DeadLetterHop(event=event, trace=trace, message=message))
         return hops
 
     # ----------------------------------------------------------- topology
