@@ -8,17 +8,19 @@ more; every other word, "a#" included, is a literal.
 Theory of operation. Each trie node holds a dict of literal children, at most
 one `*` child and one `#` child, and the destinations whose binding key ends
 there, each with a count of bindings (two bindings to one queue that differ
-only in their arguments share the leaf; removing one keeps the other).
+only in their arguments share the leaf; removing one keeps the other). Both
+dicts are None while empty: most nodes of a big trie need neither.
 Nodes are created by `add` only and pruned by `remove` as soon as they hold
 neither destinations nor children, so `len(index)` bindings give at most
 that many nodes per word and a lookup never creates one.
 
-Matching walks (node, position) states with an explicit stack. A `#` node
-state may also swallow the word at its position (stay, position + 1). Every
-other node is entered by consuming one word from its parent's state, so only
-`#` states can be reached twice (think `#.#.#`); they are memoised, which
-bounds a match by (trie nodes that can match) x (words + 1) whatever the
-number of bindings, and keeps `#`-heavy patterns from blowing up.
+Matching walks (node, position) states depth first with explicit stacks.
+A `#` node state may also swallow the word at its position (stay, position
++ 1). Every other node is entered by consuming one word from its parent's
+state, so only `#` states can be reached twice (think `#.#.#`); they are
+memoised, which bounds a match by (trie nodes that can match) x (words + 1)
+whatever the number of bindings, and keeps `#`-heavy patterns from blowing
+up. A match stops as soon as it has found every destination of the index.
 """
 
 from __future__ import annotations
@@ -37,13 +39,15 @@ def split_words(key: str) -> list[str]:
 
 
 class _Node:
+    # None instead of empty dicts: less memory, and a match reads one object
+    # fewer per node, which counts once a big trie no longer fits in cache.
     __slots__ = ("children", "star", "hash", "destinations", "is_hash")
 
     def __init__(self, is_hash: bool = False) -> None:
-        self.children: dict[str, _Node] = {}
+        self.children: dict[str, _Node] | None = None
         self.star: _Node | None = None
         self.hash: _Node | None = None
-        self.destinations: dict[Destination, int] = {}
+        self.destinations: dict[Destination, int] | None = None
         self.is_hash = is_hash
 
     def child(self, word: str) -> _Node | None:
@@ -51,7 +55,7 @@ class _Node:
             return self.star
         if word == "#":
             return self.hash
-        return self.children.get(word)
+        return self.children.get(word) if self.children is not None else None
 
     def child_or_new(self, word: str) -> _Node:
         node = self.child(word)
@@ -61,6 +65,8 @@ class _Node:
                 self.star = node
             elif word == "#":
                 self.hash = node
+            elif self.children is None:
+                self.children = {word: node}
             else:
                 self.children[word] = node
         return node
@@ -70,8 +76,10 @@ class _Node:
             self.star = None
         elif word == "#":
             self.hash = None
-        else:
+        elif self.children is not None:
             del self.children[word]
+            if not self.children:
+                self.children = None
 
     def is_empty(self) -> bool:
         return not (self.destinations or self.children or self.star or self.hash)
@@ -101,7 +109,7 @@ class TopicTrie:
         while stack:
             node = stack.pop()
             count += 1
-            stack.extend(node.children.values())
+            stack.extend(node.children.values() if node.children is not None else ())
             stack.extend(n for n in (node.star, node.hash) if n is not None)
         return count
 
@@ -114,6 +122,8 @@ class TopicTrie:
         for word in split_words(binding.binding_key):
             node = node.child_or_new(word)
         destination = binding.destination
+        if node.destinations is None:
+            node.destinations = {}
         node.destinations[destination] = node.destinations.get(destination, 0) + 1
         self._destination_counts[destination] = self._destination_counts.get(destination, 0) + 1
 
@@ -130,11 +140,14 @@ class TopicTrie:
             assert node is not None, "trie lost a node of a known binding"
             path.append(node)
         leaf = path[-1]
+        assert leaf.destinations is not None, "trie lost the leaf of a known binding"
         left = leaf.destinations[destination] - 1
         if left:
             leaf.destinations[destination] = left
         else:
             del leaf.destinations[destination]
+            if not leaf.destinations:
+                leaf.destinations = None
         left = self._destination_counts[destination] - 1
         if left:
             self._destination_counts[destination] = left
@@ -151,32 +164,48 @@ class TopicTrie:
         n = len(words)
         total = len(self._destination_counts)
         found: dict[Destination, int] = {}
-        seen: set[tuple[int, int]] = set()
-        stack: list[tuple[_Node, int]] = [(self._root, 0)]
-        pop = stack.pop
-        push = stack.append
-        while stack:
-            node, i = pop()
-            if node.is_hash:
-                state = (id(node), i)
-                if state in seen:
-                    continue
-                seen.add(state)
-                if i < n:
-                    push((node, i + 1))  # '#' swallows word i
-            if i == n:
-                if node.destinations:
-                    found.update(node.destinations)
-                    if len(found) == total:
-                        break  # every destination there is: nothing left to find
-            else:
-                child = node.children.get(words[i])
-                if child is not None:
-                    push((child, i + 1))
-                if node.star is not None:
-                    push((node.star, i + 1))
-            if node.hash is not None:
-                push((node.hash, i))  # '#' matching zero words so far
+        seen: set[tuple[int, int]] | None = None  # '#' states visited, made on first need
+        # Pending (node, position) states as two parallel stacks: no tuple per state.
+        nodes = [self._root]
+        positions = [0]
+        while nodes:
+            node = nodes.pop()
+            i = positions.pop()
+            while True:  # follow one path, stacking the branches left behind
+                if node.is_hash:
+                    if seen is None:
+                        seen = set()
+                    state = (id(node), i)
+                    if state in seen:
+                        break
+                    seen.add(state)
+                    if i < n:  # '#' swallows word i
+                        nodes.append(node)
+                        positions.append(i + 1)
+                hash_child = node.hash
+                if hash_child is not None:  # '#' matching zero words so far
+                    nodes.append(hash_child)
+                    positions.append(i)
+                if i == n:
+                    destinations = node.destinations
+                    if destinations is not None:
+                        found.update(destinations)
+                        if len(found) == total:
+                            return list(found)  # every destination there is
+                    break
+                star = node.star
+                children = node.children
+                child = children.get(words[i]) if children is not None else None
+                i += 1
+                if star is not None:
+                    if child is not None:
+                        nodes.append(child)
+                        positions.append(i)
+                    node = star
+                elif child is not None:
+                    node = child
+                else:
+                    break
         return list(found)
 
     def explain(
