@@ -28,13 +28,23 @@ from bindings.model import Binding, Destination
 from exchanges import base
 from exchanges.base import Exchange
 from exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
-from queues.arguments import assert_equivalent
+from queues.arguments import (
+    assert_equivalent,
+    check_queue_properties,
+    describe,
+    type_class,
+    type_name,
+    validate_queue_arguments,
+)
 from queues.dead_letter import cycle_free_queues, make_dead_letter
 from queues.message import Message
-from queues.queue import Consumer, DeadLetter, Entry, Queue
+from queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
 
 # Importing the modules registers the built-in exchange types.
-from exchanges import direct, fanout, headers, topic  # noqa: F401,E402  isort: skip
+import exchanges.direct  # noqa: F401,E402  isort: skip
+import exchanges.fanout  # noqa: F401,E402  isort: skip
+import exchanges.headers  # noqa: F401,E402  isort: skip
+import exchanges.topic  # noqa: F401,E402  isort: skip
 
 PREDECLARED = (
     ("amq.direct", "direct"),
@@ -43,6 +53,9 @@ PREDECLARED = (
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
 )
+# RabbitMQ declares the firehose tracer's exchange in every vhost: internal, so
+# clients cannot publish to it.
+TRACE_EXCHANGE = "amq.rabbitmq.trace"
 
 
 class QueueObserver(Protocol):
@@ -99,8 +112,11 @@ class VirtualHost:
         self.dead_letter_log: list[DeadLetterEvent] | None = None  # set to a list to record
         self._timed: set[Queue] = set()
         self.exchanges[DEFAULT_EXCHANGE] = Exchange(DEFAULT_EXCHANGE, base.REGISTRY["direct"], durable=True)
-        for exchange_name, type_name in PREDECLARED:
-            self.exchanges[exchange_name] = Exchange(exchange_name, base.REGISTRY[type_name], durable=True)
+        for exchange_name, kind_name in PREDECLARED:
+            self.exchanges[exchange_name] = Exchange(exchange_name, base.REGISTRY[kind_name], durable=True)
+        self.exchanges[TRACE_EXCHANGE] = Exchange(
+            TRACE_EXCHANGE, base.REGISTRY["topic"], durable=True, internal=True
+        )
 
     # ----------------------------------------------------------- lookups
     def exchange(self, name: str) -> Exchange:
@@ -140,21 +156,32 @@ class VirtualHost:
         internal: bool = False,
         arguments: Mapping[str, Any] | None = None,
     ) -> Exchange:
+        """exchange.declare in RabbitMQ's order of checks (rabbit_channel): the type
+        (503, even for an existing exchange), the default exchange (403), then an
+        existing exchange must be equivalent (406) and a new one may not be `amq.*`."""
+        if passive:
+            if name == DEFAULT_EXCHANGE:
+                raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
+            return self.exchange(name)
+        kind = base.REGISTRY.get(exchange_type)
+        if kind is None:
+            raise exceptions.AMQPCommandInvalid(_unknown_type_text(exchange_type))
         if name == DEFAULT_EXCHANGE:
             raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
-        if passive:
-            return self.exchange(name)
+        received = dict(arguments or {})
         existing = self.exchanges.get(name)
         if existing is not None:
-            self._assert_exchange_equivalent(existing, exchange_type, durable, auto_delete, internal, arguments or {})
+            self._assert_exchange_equivalent(existing, exchange_type, durable, auto_delete, internal, received)
             return existing
         if name.startswith("amq."):
             raise exceptions.AMQPAccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
-        kind = base.REGISTRY.get(exchange_type)
-        if kind is None:
-            raise exceptions.AMQPCommandInvalid(f"invalid exchange type '{exchange_type}'")
+        if "alternate-exchange" in received and _text(received["alternate-exchange"]) is None:
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid type '{type_name(received['alternate-exchange'])}' for arg "
+                f"'alternate-exchange' in exchange '{name}' in vhost '{self.name}'"
+            )
         exchange = Exchange(
-            name, kind, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
+            name, kind, durable=durable, auto_delete=auto_delete, internal=internal, arguments=received
         )
         self.exchanges[name] = exchange
         return exchange
@@ -177,24 +204,33 @@ class VirtualHost:
             raise refuse("auto_delete", _flag(auto_delete), _flag(exchange.auto_delete))
         if exchange.internal != internal:
             raise refuse("internal", _flag(internal), _flag(exchange.internal))
-        old = _text(exchange.arguments.get("alternate-exchange"))
-        new = _text(arguments.get("alternate-exchange"))
-        if old != new:
-            raise exceptions.AMQPPreconditionFailed(
-                f"inequivalent arg 'alternate-exchange' for exchange '{exchange.name}' in vhost "
-                f"'{self.name}': received {_describe_arg(new)} but current is {_describe_arg(old)}"
-            )
+        # Of the arguments, RabbitMQ compares only the alternate exchange.
+        key = "alternate-exchange"
+        current, received = exchange.arguments, arguments
+        if key not in current and key not in received:
+            return
+        if key in current and key in received:
+            old, new = current[key], received[key]
+            if type_class(old) == type_class(new) and _text(old) == _text(new):
+                return
+            raise refuse(key, describe(new), describe(old))
+        raise exceptions.AMQPPreconditionFailed(
+            f"inequivalent arg '{key}' for exchange '{exchange.name}' in vhost '{self.name}': "
+            f"received {_typed_value(received, key)} but current is {_typed_value(current, key)}"
+        )
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
-        if name == DEFAULT_EXCHANGE or name.startswith("amq."):
+        if name == DEFAULT_EXCHANGE:
+            raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
+        if name.startswith("amq."):
             raise exceptions.AMQPAccessRefused(
-                f"operation not permitted on the default exchange" if not name
-                else f"exchange name '{name}' contains reserved prefix 'amq.*'"
+                f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed"
             )
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # deleting what is not there succeeds, as in RabbitMQ
         if if_unused and exchange.bindings:
+            # In use means bound as a source; being a destination does not count.
             raise exceptions.AMQPPreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
         self._remove_exchange(exchange)
 
@@ -226,12 +262,19 @@ class VirtualHost:
             name = self._server_named()
         elif name.startswith("amq."):
             raise exceptions.AMQPAccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        # RabbitMQ never makes an exclusive queue durable: it ignores the flag.
+        durable = durable and not exclusive
         received = dict(arguments or {})
         existing = self.queues.get(name)
         if existing is not None:
             self._assert_queue_equivalent(existing, durable, exclusive, auto_delete, received, owner)
             existing.touch(now_ms)
             return existing
+        queue_type = validate_queue_arguments(received, name, self.name)
+        check_queue_properties(
+            queue_type, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
+            queue=name, vhost=self.name,
+        )
         queue = Queue(
             name,
             self.name,
@@ -262,14 +305,14 @@ class VirtualHost:
                 f"received '{_flag(received)}' but current is '{_flag(current)}'"
             )
 
+        # RabbitMQ's strict check, made first: the declaring connection must own
+        # the queue exactly when it asks for an exclusive one.
+        if queue.exclusive_owner is not (owner if exclusive else None):
+            raise self._locked(queue)
         if queue.durable != durable:
             raise refuse("durable", durable, queue.durable)
         if queue.auto_delete != auto_delete:
             raise refuse("auto_delete", auto_delete, queue.auto_delete)
-        # RabbitMQ's strict check: the declaring connection must own the
-        # queue exactly when it asks for an exclusive one.
-        if queue.exclusive_owner is not (owner if exclusive else None):
-            raise self._locked(queue)
         assert_equivalent(queue.arguments, arguments, queue.name, self.name)
 
     def delete_queue(
@@ -279,10 +322,11 @@ class VirtualHost:
         if queue is None:
             return 0
         self._check_exclusive(queue, owner)
+        # The queue process checks if-empty before if-unused (rabbit_amqqueue_process).
+        if if_empty and queue.message_count:
+            raise exceptions.AMQPPreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")
         if if_unused and queue.consumers:
             raise exceptions.AMQPPreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
-        if if_empty and queue.message_count:
-            raise exceptions.AMQPPreconditionFailed(f"queue '{name}' in vhost '{self.name}' is not empty")
         return self._remove_queue(queue)
 
     def _remove_queue(self, queue: Queue) -> int:
@@ -315,25 +359,29 @@ class VirtualHost:
         arguments: Mapping[str, Any] | None = None,
         owner: object | None = None,
     ) -> Binding:
-        if source == DEFAULT_EXCHANGE:
-            raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
-        self._check_destination(destination, owner)
+        """queue.bind / exchange.bind in RabbitMQ's order of checks: the default
+        exchange on either side (403), the source (404), the destination (404),
+        exclusive access (405), then the binding's arguments (406)."""
+        self._refuse_default(source, destination)
         exchange = self.exchange(source)
+        if destination.kind == "queue":
+            self.queue(destination.name, owner)
+        else:
+            self.exchange(destination.name)
         binding = Binding.make(source, destination, binding_key, arguments)
         if binding in exchange.bindings:
-            return binding
+            return binding  # binding twice is a no-op
         exchange.index.add(binding)  # parses arguments; may refuse them
         exchange.bindings.add(binding)
         self._bindings_to.setdefault(destination, set()).add(binding)
         return binding
 
-    def _check_destination(self, destination: Destination, owner: object | None) -> None:
-        if destination.kind == "queue":
-            self.queue(destination.name, owner)
-        elif destination.name == DEFAULT_EXCHANGE:
+    @staticmethod
+    def _refuse_default(source: str, destination: Destination) -> None:
+        if source == DEFAULT_EXCHANGE or (
+            destination.kind == "exchange" and destination.name == DEFAULT_EXCHANGE
+        ):
             raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
-        else:
-            self.exchange(destination.name)
 
     def unbind(
         self,
@@ -343,13 +391,21 @@ class VirtualHost:
         arguments: Mapping[str, Any] | None = None,
         owner: object | None = None,
     ) -> None:
-        if source == DEFAULT_EXCHANGE:
-            raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
-        self._check_destination(destination, owner)
-        exchange = self.exchange(source)
+        """Removing a binding that is not there (or whose ends are missing) succeeds,
+        as in RabbitMQ; only an existing binding to another connection's exclusive
+        queue is refused (405)."""
+        self._refuse_default(source, destination)
+        exchange = self.exchanges.get(source)
+        if exchange is None:
+            return
         binding = Binding.make(source, destination, binding_key, arguments)
-        if binding in exchange.bindings:
-            self._remove_binding(binding, cascade=True)
+        if binding not in exchange.bindings:
+            return
+        if destination.kind == "queue":
+            queue = self.queues.get(destination.name)
+            if queue is not None:
+                self._check_exclusive(queue, owner)
+        self._remove_binding(binding, cascade=True)
 
     def _remove_binding(self, binding: Binding, cascade: bool) -> None:
         exchange = self.exchanges.get(binding.source)
@@ -375,6 +431,8 @@ class VirtualHost:
             raise exceptions.AMQPAccessRefused(
                 f"cannot publish to internal exchange '{exchange_name}' in vhost '{self.name}'"
             )
+        if message.properties.expiration:
+            parse_expiration(message.properties.expiration)  # 406 for a bad one
         names = route(self.exchanges, self.queues, exchange, message.routing_keys, message.properties.headers)
         outcome = PublishOutcome(names)
         dead: list[DeadLetter] = []
@@ -441,6 +499,9 @@ class VirtualHost:
         queue.remove_consumer(consumer, now_ms)
         if queue.auto_delete and not queue.consumers and queue.had_consumers:
             self._remove_queue(queue)
+        elif queue.consumers and not queue.deleted:
+            # With a single active consumer the next one takes over now.
+            self.dispatch(queue, now_ms)
 
     def forget_observer(self, queue: Queue, observer: QueueObserver) -> None:
         observers = self.observers.get(queue)
@@ -464,6 +525,8 @@ class VirtualHost:
 
     def requeue(self, queue: Queue, entries: list[Entry], now_ms: int) -> None:
         dead = queue.requeue(entries, now_ms)
+        if queue.next_deadline() is not None:
+            self._timed.add(queue)  # a requeued message keeps its deadline
         if dead:
             self.dead_letter(dead, now_ms)
 
@@ -482,20 +545,51 @@ class VirtualHost:
         return deadline
 
     def run_timers(self, now_ms: int) -> None:
-        """Expire messages at queue heads and delete queues unused past `x-expires`."""
-        for queue in list(self._timed):
-            if queue.deleted:
-                self._timed.discard(queue)
-                continue
-            dead = queue.expire_messages(now_ms)
-            if dead:
-                self.dead_letter(dead, now_ms)
-            expiry = queue.expiry_deadline()
-            if expiry is not None and expiry <= now_ms:
-                self._remove_queue(queue)
-            elif queue.args.message_ttl is None and queue.args.expires is None and queue.next_deadline() is None:
-                self._timed.discard(queue)
+        """Expire messages at queue heads and delete queues unused past `x-expires`.
+
+        Due queues are handled in deadline order (then by name, so runs repeat
+        exactly), and again while dead-lettering makes other queues due."""
+        while True:
+            due: list[tuple[int, str, Queue]] = []
+            for queue in list(self._timed):
+                if queue.deleted:
+                    self._timed.discard(queue)
+                    continue
+                at = queue.next_deadline()
+                if at is None:
+                    if queue.args.message_ttl is None and queue.args.expires is None:
+                        self._timed.discard(queue)
+                elif at <= now_ms:
+                    due.append((at, queue.name, queue))
+            if not due:
+                return
+            due.sort(key=lambda item: (item[0], item[1]))
+            for _, _, queue in due:
+                if queue.deleted:
+                    continue
+                dead = queue.expire_messages(now_ms)
+                if dead:
+                    self.dead_letter(dead, now_ms)
+                expiry = queue.expiry_deadline()
+                if expiry is not None and expiry <= now_ms:
+                    self._remove_queue(queue)
 
 
-def _describe_arg(value: str | None) -> str:
-    return "none" if value is None else f"the value '{value}' of type 'longstr'"
+def _typed_value(table: Mapping[str, Any], name: str) -> str:
+    if name not in table:
+        return "none"
+    return f"the value '{describe(table[name])}' of type '{type_name(table[name])}'"
+
+
+# Erlang atoms RabbitMQ's VM happens to know: for those it says "invalid
+# exchange type", for any other unknown name "unknown exchange type"
+# (rabbit_exchange:check_type). Observed on 3.10.8.
+_ATOM_TYPE_NAMES = frozenset({
+    "", "foo", "bar", "test", "queue", "exchange", "true", "false", "undefined", "classic",
+    "quorum", "stream", "match", "default", "local", "binary", "error", "ok", "none",
+})
+
+
+def _unknown_type_text(exchange_type: str) -> str:
+    word = "invalid" if exchange_type in _ATOM_TYPE_NAMES else "unknown"
+    return f"{word} exchange type '{exchange_type}'"

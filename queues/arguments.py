@@ -1,13 +1,24 @@
 """Queue arguments (`x-*`): parsed and validated once, at declare time.
 
-Validation and equivalence follow RabbitMQ 3.10 (rabbit_amqqueue): a bad value
-is a 406 naming the argument; on redeclare only the arguments RabbitMQ knows are
-compared, and integer widths count as one type.
+Validation and equivalence follow RabbitMQ 3.10.8 (rabbit_amqqueue and
+rabbit_channel), checked against the reference broker:
+
+- a non-string `x-dead-letter-exchange` is refused first, by the channel
+  ("invalid type 'T' for arg ..."); then `x-queue-type`; then each known
+  argument in RabbitMQ's declare_args order, its error printed as Erlang's
+  `~p` would (`{value_negative,-1}`, `invalid_overflow`, `"expected integer,
+  got longstr"` with the quotes); then arguments another queue type owns
+  ("... of queue type rabbit_classic_queue"). Unknown `x-foo` keys pass.
+- on redeclare only the arguments of the queue's type are compared, integer
+  widths count as one type, and a missing `x-queue-type` equals `classic`.
+
+One deliberate difference: `x-delivery-limit` (quorum-only in RabbitMQ) is
+accepted, validated and honoured on classic queues too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,24 +26,40 @@ from typing import Any
 from pamqp import exceptions
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+QUEUE_MODES = ("default", "lazy")
 QUEUE_TYPES = ("classic", "quorum")
+# rabbit_misc:check_expiry: TTLs and x-expires up to ten years (milliseconds).
+MAX_EXPIRY_MS = 315_360_000_000
+MAX_PRIORITY = 255
 
-# The arguments RabbitMQ compares when a queue is declared again.
-EQUIVALENCE_CHECKED = (
-    "x-expires",
-    "x-message-ttl",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-queue-mode",
-    "x-queue-type",
-    "x-single-active-consumer",
-    "x-delivery-limit",
-    "x-message-deduplication",
+# rabbit_*_queue capabilities in 3.10.8: the arguments each type accepts
+# (and compares on redeclare). x-delivery-limit on classic is ours.
+TYPE_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "classic": (
+        "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+        "x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode",
+        "x-single-active-consumer", "x-queue-type", "x-queue-master-locator", "x-delivery-limit",
+    ),
+    "quorum": (
+        "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+        "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
+        "x-overflow", "x-single-active-consumer", "x-queue-type", "x-quorum-initial-group-size",
+        "x-delivery-limit", "x-dead-letter-strategy", "x-queue-leader-locator",
+    ),
+}
+# Every argument some queue type owns, in RabbitMQ's declare_args order.
+KNOWN_ARGUMENTS = (
+    "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
+    "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
+    "x-max-priority", "x-overflow", "x-queue-mode", "x-single-active-consumer", "x-queue-type",
+    "x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size", "x-queue-leader-locator", "x-queue-master-locator",
+    "x-delivery-limit", "x-dead-letter-strategy",
 )
+_MODULES = {"classic": "rabbit_classic_queue", "quorum": "rabbit_quorum_queue"}
+
+# Kept for callers that compare classic queues.
+EQUIVALENCE_CHECKED = TYPE_ARGUMENTS["classic"]
 
 
 def type_name(value: Any) -> str:
@@ -48,7 +75,7 @@ def type_name(value: Any) -> str:
             return "signedint"
         return "long"
     if isinstance(value, float):
-        return "double"
+        return "float"  # pamqp encodes a Python float as 'f'
     if isinstance(value, Decimal):
         return "decimal"
     if isinstance(value, (str, bytes)):
@@ -102,84 +129,197 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+# Validators return None when the value is fine, else RabbitMQ's error term as text.
+Validator = Callable[[Any, Mapping[str, Any]], "str | None"]
+
+
+def _integer(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f'"expected integer, got {type_name(value)}"'
+    return None
+
+
+def _non_negative(value: Any, _: Mapping[str, Any]) -> str | None:
+    error = _integer(value)
+    if error is None and value < 0:
+        return f"{{value_negative,{value}}}"
+    return error
+
+
+def _expiry(value: int) -> str | None:
+    if value < 0:
+        return f"{{value_negative,{value}}}"
+    if value > MAX_EXPIRY_MS:
+        return f"{{value_too_large,{value}}}"
+    return None
+
+
+def _message_ttl(value: Any, _: Mapping[str, Any]) -> str | None:
+    return _integer(value) or _expiry(value)
+
+
+def _expires(value: Any, _: Mapping[str, Any]) -> str | None:
+    error = _integer(value)
+    if error is None and value == 0:
+        return "{value_zero,0}"
+    return error or _expiry(value)
+
+
+def _max_priority(value: Any, args: Mapping[str, Any]) -> str | None:
+    error = _non_negative(value, args)
+    if error is None and value > MAX_PRIORITY:
+        return f"{{max_value_exceeded,{value}}}"
+    return error
+
+
+def _longstr(value: Any) -> str | None:
+    return None if _text(value) is not None else f"{{unacceptable_type,{type_name(value)}}}"
+
+
+def _dead_letter_exchange(value: Any, _: Mapping[str, Any]) -> str | None:
+    return _longstr(value)
+
+
+def _dead_letter_routing_key(value: Any, args: Mapping[str, Any]) -> str | None:
+    error = _longstr(value)
+    if error is None and "x-dead-letter-exchange" not in args:
+        return "routing_key_but_no_dlx_defined"
+    return error
+
+
+def _overflow(value: Any, _: Mapping[str, Any]) -> str | None:
+    error = _longstr(value)
+    if error is None and _text(value) not in OVERFLOW_MODES:
+        return "invalid_overflow"
+    return error
+
+
+def _queue_mode(value: Any, _: Mapping[str, Any]) -> str | None:
+    error = _longstr(value)
+    if error is None and _text(value) not in QUEUE_MODES:
+        return f"\"unsupported queue mode '{_text(value)}'\""
+    return error
+
+
+def _single_active_consumer(value: Any, _: Mapping[str, Any]) -> str | None:
+    return None if isinstance(value, bool) else f"{{unacceptable_type,{type_name(value)}}}"
+
+
+def _queue_type(value: Any, _: Mapping[str, Any]) -> str | None:
+    error = _longstr(value)
+    if error is None and _text(value) not in QUEUE_TYPES:
+        # RabbitMQ also has streams; leveret does not, so it refuses them here.
+        return f"\"unsupported queue type '{_text(value)}'\""
+    return error
+
+
+VALIDATORS: tuple[tuple[str, Validator], ...] = (
+    ("x-expires", _expires),
+    ("x-message-ttl", _message_ttl),
+    ("x-dead-letter-exchange", _dead_letter_exchange),
+    ("x-dead-letter-routing-key", _dead_letter_routing_key),
+    ("x-max-length", _non_negative),
+    ("x-max-length-bytes", _non_negative),
+    ("x-max-in-memory-length", _non_negative),
+    ("x-max-in-memory-bytes", _non_negative),
+    ("x-max-priority", _max_priority),
+    ("x-overflow", _overflow),
+    ("x-queue-mode", _queue_mode),
+    ("x-single-active-consumer", _single_active_consumer),
+    ("x-queue-type", _queue_type),
+    # Not validated by RabbitMQ (it has no classic delivery limit); ours is.
+    ("x-delivery-limit", _non_negative),
+)
+
+
+def validate_queue_arguments(args: Mapping[str, Any], queue: str, vhost: str) -> str:
+    """Refuse what RabbitMQ refuses for a new queue, in its order; the queue type."""
+    dlx = args.get("x-dead-letter-exchange")
+    if "x-dead-letter-exchange" in args and _text(dlx) is None:
+        # rabbit_channel checks this before the queue sees its arguments.
+        raise exceptions.AMQPPreconditionFailed(
+            f"invalid type '{type_name(dlx)}' for arg 'x-dead-letter-exchange' "
+            f"in queue '{queue}' in vhost '{vhost}'"
+        )
+    if "x-queue-type" in args:
+        error = _queue_type(args["x-queue-type"], args)
+        if error is not None:
+            raise _invalid("x-queue-type", queue, vhost, error)
+    queue_type = _text(args.get("x-queue-type")) or "classic"
+    accepted = TYPE_ARGUMENTS[queue_type]
+    for name, validator in VALIDATORS:
+        if name in args and name in accepted:
+            error = validator(args[name], args)
+            if error is not None:
+                raise _invalid(name, queue, vhost, error)
+    for name in KNOWN_ARGUMENTS:
+        if name in args and name not in accepted:
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid arg '{name}' for queue '{queue}' in vhost '{vhost}' "
+                f"of queue type {_MODULES[queue_type]}"
+            )
+    return queue_type
+
+
+def check_queue_properties(
+    queue_type: str, *, durable: bool, exclusive: bool, auto_delete: bool, queue: str, vhost: str
+) -> None:
+    """Quorum queues are durable, shared and long-lived (rabbit_quorum_queue:declare)."""
+    if queue_type != "quorum":
+        return
+    for refused, prop in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"), (not durable, "non-durable")):
+        if refused:
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid property '{prop}' for queue '{queue}' in vhost '{vhost}'"
+            )
+
+
 def parse_queue_arguments(
     arguments: Mapping[str, Any] | None, queue: str, vhost: str
 ) -> QueueArguments:
     args = dict(arguments or {})
+    queue_type = validate_queue_arguments(args, queue, vhost)
 
-    def integer(name: str, minimum: int) -> int | None:
-        if name not in args:
-            return None
-        value = args[name]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid(name, queue, vhost, f"{{unacceptable_type,{type_name(value)}}}")
-        if value < minimum:
-            kind = "value_negative" if value < 0 else "value_zero"
-            raise _invalid(name, queue, vhost, f"{{{kind},{value}}}")
-        return value
+    def text(name: str) -> str | None:
+        return _text(args.get(name))
 
-    parsed: dict[str, Any] = {
-        "message_ttl": integer("x-message-ttl", 0),
-        "expires": integer("x-expires", 1),
-        "max_length": integer("x-max-length", 0),
-        "max_length_bytes": integer("x-max-length-bytes", 0),
-        "max_priority": integer("x-max-priority", 0),
-        "delivery_limit": integer("x-delivery-limit", 0),
-        "dead_letter_exchange": None,
-        "dead_letter_routing_key": None,
-    }
-    if parsed["max_priority"] is not None and parsed["max_priority"] > 255:
-        raise _invalid(
-            "x-max-priority", queue, vhost, f"{{value_too_large,{parsed['max_priority']},255}}"
-        )
-    if "x-overflow" in args:
-        overflow = _text(args["x-overflow"])
-        if overflow not in OVERFLOW_MODES:
-            raise _invalid(
-                "x-overflow", queue, vhost, "invalid_overflow"
-            )
-        parsed["overflow"] = overflow
-    for key, field in (
-        ("x-dead-letter-exchange", "dead_letter_exchange"),
-        ("x-dead-letter-routing-key", "dead_letter_routing_key"),
-    ):
-        if key in args:
-            text = _text(args[key])
-            if text is None:
-                raise _invalid(key, queue, vhost, f"{{unacceptable_type,{type_name(args[key])}}}")
-            parsed[field] = text
-    if parsed["dead_letter_routing_key"] is not None and parsed["dead_letter_exchange"] is None:
-        raise _invalid(
-            "x-dead-letter-routing-key", queue, vhost, "routing_key_but_no_dlx_defined"
-        )
-    if "x-single-active-consumer" in args:
-        value = args["x-single-active-consumer"]
-        if not isinstance(value, bool):
-            raise _invalid(
-                "x-single-active-consumer", queue, vhost, f"{{unacceptable_type,{type_name(value)}}}"
-            )
-        parsed["single_active_consumer"] = value
-    if "x-queue-type" in args:
-        queue_type = _text(args["x-queue-type"])
-        if queue_type not in QUEUE_TYPES:
-            raise _invalid(
-                "x-queue-type", queue, vhost, f"{{unacceptable_type,{describe(args['x-queue-type'])}}}"
-            )
-        parsed["queue_type"] = queue_type
-    return QueueArguments(**parsed)
+    overflow = text("x-overflow")
+    return QueueArguments(
+        message_ttl=args.get("x-message-ttl"),
+        expires=args.get("x-expires"),
+        max_length=args.get("x-max-length"),
+        max_length_bytes=args.get("x-max-length-bytes"),
+        overflow=overflow if overflow is not None else "drop-head",
+        dead_letter_exchange=text("x-dead-letter-exchange"),
+        dead_letter_routing_key=text("x-dead-letter-routing-key"),
+        max_priority=args.get("x-max-priority"),
+        single_active_consumer=bool(args.get("x-single-active-consumer", False)),
+        delivery_limit=args.get("x-delivery-limit"),
+        queue_type=queue_type,
+    )
+
+
+def _same(old: Any, new: Any) -> bool:
+    if type_class(old) != type_class(new):
+        return False
+    return _text(old) == _text(new) if type_class(old) == "longstr" else bool(old == new)
 
 
 def assert_equivalent(
     current: Mapping[str, Any], received: Mapping[str, Any], queue: str, vhost: str
 ) -> None:
-    for name in EQUIVALENCE_CHECKED:
-        old, new = current.get(name), received.get(name)
-        if name not in current and name not in received:
+    """RabbitMQ's assert_args_equivalence for the arguments of the queue's type."""
+    current_type = _text(current.get("x-queue-type")) or "classic"
+    for name in TYPE_ARGUMENTS.get(current_type, TYPE_ARGUMENTS["classic"]):
+        has_old, has_new = name in current, name in received
+        if not has_old and not has_new:
             continue
-        if name in current and name in received and type_class(old) == type_class(new):
-            if _text(old) == _text(new) if type_class(old) == "longstr" else old == new:
-                continue
-        if name in current and name in received:
+        old, new = current.get(name), received.get(name)
+        if has_old and has_new and _same(old, new):
+            continue
+        if name == "x-queue-type" and has_old != has_new and _text(old if has_old else new) == "classic":
+            continue  # an explicit 'classic' equals none
+        if has_old and has_new:
             # Both present: RabbitMQ names the values only, not their types.
             detail = f"received '{describe(new)}' but current is '{describe(old)}'"
         else:

@@ -26,7 +26,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from queues.arguments import QueueArguments, parse_queue_arguments
+from pamqp import exceptions
+
+from queues.arguments import MAX_EXPIRY_MS, QueueArguments, parse_queue_arguments
 from queues.message import Message
 
 
@@ -70,16 +72,37 @@ class Consumer(Protocol):
     def deliver(self, queue: Queue, entry: Entry) -> None: ...
 
 
+def parse_expiration(expiration: str) -> int:
+    """The `expiration` property as RabbitMQ reads it (rabbit_basic:parse_expiration:
+    Erlang's string:to_integer, then the ten-year limit), or a 406 with its text."""
+    digits = expiration[1:] if expiration[:1] in ("+", "-") else expiration
+    length = len(digits) - len(digits.lstrip("0123456789"))
+    if not length:
+        error = "no_integer"
+    else:
+        sign = len(expiration) - len(digits)
+        value = int(expiration[: sign + length])
+        rest = expiration[sign + length:]
+        if rest:
+            error = f'{{leftover_string,"{rest}"}}'
+        elif value < 0:
+            error = f"{{value_negative,{value}}}"
+        elif value > MAX_EXPIRY_MS:
+            error = f"{{value_too_large,{value}}}"
+        else:
+            return value
+    raise exceptions.AMQPPreconditionFailed(f"invalid expiration '{expiration}': {error}")
+
+
 def message_ttl(message: Message) -> int | None:
     """The per-message TTL from `expiration` (milliseconds as a string); None if absent or bad."""
     expiration = message.properties.expiration
-    if expiration is None:
+    if not expiration:
         return None
     try:
-        ttl = int(expiration)
-    except (TypeError, ValueError):
+        return parse_expiration(expiration)
+    except exceptions.AMQPPreconditionFailed:
         return None
-    return ttl if ttl >= 0 else None
 
 
 class Queue:
@@ -156,11 +179,18 @@ class Queue:
                     self._dead_letter_into(dead, message, "maxlen")
                 return False, dead
         entry = self._new_entry(message, now_ms)
+        if not self._ready_count:
+            consumer = self._next_consumer()
+            if consumer is not None:
+                # RabbitMQ hands a message to a waiting consumer before it is
+                # queued, so no TTL applies (a TTL of 0 included) and no limit drops it.
+                self._deliver(consumer, entry)
+                return True, dead
         self._push(entry)
-        # A waiting consumer takes the message before the length limit drops
-        # anything (RabbitMQ delivers first, then drops the head).
         dead.extend(self.dispatch(now_ms))
         self._enforce_drop_head(dead)
+        # A TTL of 0 expires at once when no consumer took the message.
+        self._drop_expired_heads(now_ms, dead)
         return True, dead
 
     def _new_entry(self, message: Message, now_ms: int) -> Entry:
@@ -250,12 +280,14 @@ class Queue:
             if head.expires_at is not None and head.expires_at <= now_ms:
                 self._drop_expired_heads(now_ms, dead)
                 continue
-            entry = self._pop_head()
-            self._hand_out(entry, no_ack=consumer.no_ack)
-            if not self.args.single_active_consumer:
-                self._rotate(consumer)
-            consumer.deliver(self, entry)
+            self._deliver(consumer, self._pop_head())
         return dead
+
+    def _deliver(self, consumer: Consumer, entry: Entry) -> None:
+        self._hand_out(entry, no_ack=consumer.no_ack)
+        if not self.args.single_active_consumer:
+            self._rotate(consumer)
+        consumer.deliver(self, entry)
 
     def _hand_out(self, entry: Entry, no_ack: bool) -> None:
         self.stats["delivered"] += 1
@@ -273,6 +305,9 @@ class Queue:
             return None, dead
         entry = self._pop_head()
         self._hand_out(entry, no_ack)
+        # RabbitMQ drops what expired behind it before it counts the rest
+        # (rabbit_amqqueue_process:fetch), so get-ok's message_count excludes them.
+        self._drop_expired_heads(now_ms, dead)
         return entry, dead
 
     # ------------------------------------------------------ settling unacked
