@@ -317,7 +317,8 @@ def test_main(args: argparse.Namespace) -> int:
     summary = Text()
     summary.append(f"{passed} passed, {failed} failed",
                    style="bold green" if not failed else "bold red")
-    summary.append(f" ({expectations} expectations in {len(ran)} files)", style="dim")
+    summary.append(f" ({_plural(expectations, 'expectation')} in {_plural(len(ran), 'file')})",
+                   style="dim")
     console.print(summary)
     if not ran:
         return EXIT_USAGE
@@ -328,7 +329,7 @@ def run_test_file(path: str, console: Console, *, definitions: str | None = None
                   verbose: bool = False) -> FileResult:
     """Run one file; print `ok` or the first failure with what was expected and found."""
     if not path.endswith(".route"):
-        console.print(Text(f"skip  {path} (not a .route file)", style="dim"))
+        console.print(Text(f"skip  {path} (not a .route file)", style="dim"), soft_wrap=True)
         return FileResult(path, True, 0, skipped=True)
     statements = _parse_file(path, console)
     if statements is None:
@@ -358,11 +359,15 @@ def run_test_file(path: str, console: Console, *, definitions: str | None = None
     text = Text()
     text.append("ok    ", style="bold green")
     text.append(path)
-    text.append(f"  ({expectations} expectations)", style="dim")
+    text.append(f"  ({_plural(expectations, 'expectation')})", style="dim")
     if not expectations:
         text.append("  nothing is checked: add `expect` lines", style="yellow")
-    console.print(text)
+    console.print(text, soft_wrap=True)
     return FileResult(path, True, expectations)
+
+
+def _plural(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _fail_line(console: Console, path: str, why: str) -> None:
@@ -370,7 +375,7 @@ def _fail_line(console: Console, path: str, why: str) -> None:
     text.append("FAIL  ", style="bold red")
     text.append(path)
     text.append(f"  {why}", style="dim")
-    console.print(text)
+    console.print(text, soft_wrap=True)
 
 
 def _report_failure(console: Console, renderer: Renderer, path: str, event: ExpectEvent,

@@ -137,8 +137,11 @@ class Renderer:
     def info(self, event: InfoEvent) -> None:
         if not self.show_declarations and not isinstance(event.statement, Load):
             return
-        self._heading(event.statement, style="dim")
         lines = event.text.split("\n")
+        if self.headings:
+            self._heading(event.statement, style="dim")
+        else:
+            self.console.print(Text(f"  {OK} {lines[0]}", style="dim"))
         for line in lines[1:]:
             self.console.print(Text("       " + line.strip(), style="yellow"))
 
@@ -156,7 +159,7 @@ class Renderer:
         text = Text("  ")
         if queues:
             text.append("→ ", style="green")
-            text.append(", ".join(queues), style="bold green")
+            text.append(", ".join(sorted(queues)), style="bold green")
         else:
             text.append(f"{NO} unroutable", style="bold red")
             text.append(
@@ -302,7 +305,7 @@ class Renderer:
             result = Text("    ")
             if event.queues:
                 result.append("→ ", style="green")
-                result.append(", ".join(event.queues), style="bold green")
+                result.append(", ".join(sorted(event.queues)), style="bold green")
             elif not event.dropped_cycles:
                 result.append(f"{NO} no queue: the message is dropped", style="red")
             if event.dropped_cycles:
@@ -373,7 +376,7 @@ class Renderer:
         title = Text()
         title.append(f"{NO} FAIL ", style="bold red")
         title.append(where, style="bold")
-        self.console.print(title)
+        self.console.print(title, soft_wrap=True)  # a path must stay whole to be clickable
         self.console.print(Text(f"{statement.at.line:>6} │ {statement.at.source}"))
         self.console.print(Text.assemble(("  - expected: ", "red"), event.expected))
         self.console.print(Text.assemble(("  + actual:   ", "green"), event.actual))
@@ -386,9 +389,9 @@ class Renderer:
         if where:
             text.append(f"{where}: ", style="bold")
         text.append(event.reply_text, style="red")
-        self.console.print(text)
+        self.console.print(text, soft_wrap=bool(where))
         if event.hint:
-            self.console.print(Text(f"    hint: {event.hint}", style="yellow"))
+            self.console.print(_indent(_hint(event.hint), 4))
 
     def show(self, event: ShowEvent) -> None:
         self._heading(event.statement)
@@ -404,10 +407,21 @@ class Renderer:
 
     def syntax_error(self, error: PlaygroundError) -> None:
         lines = str(error).split("\n")
-        self.console.print(Text(lines[0], style="bold red"))
+        self.console.print(Text(lines[0], style="bold red"), soft_wrap=True)
         for line in lines[1:]:
-            style = "yellow" if line.startswith("hint:") else ""
-            self.console.print(Text(line, style=style))
+            if line.startswith("hint: "):
+                self.console.print(_hint(line[len("hint: "):]))
+            else:
+                self.console.print(Text(line), soft_wrap=True)
+
+
+def _hint(hint: str) -> Table:
+    """`hint: ...`, wrapped under its own text."""
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row(Text("hint: ", style="yellow"), Text(hint, style="yellow"))
+    return grid
 
 
 def _plural(number: int, noun: str) -> str:
