@@ -1,0 +1,120 @@
+"""A real Celery worker (celery.contrib.testing.worker, in a thread) using leveret as its broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from kombu import pools
+
+from tests.e2e.conftest import Names, wait_until
+from tests.e2e.test_kombu import kombu_url
+
+PREFETCH_MULTIPLIER = 2
+
+
+def make_app(url: str, queue: str) -> Celery:
+    app = Celery("leveret_e2e", set_as_current=False)
+    app.conf.update(
+        broker_url=kombu_url(url),
+        result_backend="rpc://",
+        task_default_queue=queue,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=PREFETCH_MULTIPLIER,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=False,
+        broker_connection_max_retries=1,
+        worker_send_task_events=False,
+        worker_enable_remote_control=False,
+        # The worker's event loop only notices a stop request when it wakes
+        # up; heartbeat checks (every heartbeat/3 s) wake it, and exercise
+        # leveret's heartbeats on the way.
+        broker_heartbeat=1,
+    )
+    return app
+
+
+@pytest.fixture
+def app(broker_url: str, names: Names) -> Iterator[Celery]:
+    celery_app = make_app(broker_url, names.queue("celery"))
+    yield celery_app
+    # app.close() only forgets its connections; a connection left open costs
+    # the broker's shutdown grace period (clients that never answer close).
+    result_consumer = celery_app.backend.result_consumer
+    if getattr(result_consumer, "_connection", None) is not None:
+        result_consumer.stop()
+    # The producer pool is kombu's, global and keyed by URL: reset them all.
+    pools.reset()
+    celery_app.close()
+
+
+def test_task_round_trip_with_rpc_results(app: Celery) -> None:
+    side_effects: list[tuple[int, int]] = []
+
+    @app.task(name="e2e.add")
+    def add(x: int, y: int) -> int:
+        side_effects.append((x, y))
+        return x + y
+
+    @app.task(name="e2e.fail")
+    def fail() -> None:
+        raise ValueError("boom")
+
+    with start_worker(app, perform_ping_check=False, shutdown_timeout=5, without_heartbeat=False):
+        results = [add.delay(i, i) for i in range(5)]
+        values = [result.get(timeout=10) for result in results]
+        failed = fail.delay()
+        with pytest.raises(ValueError, match="boom"):
+            failed.get(timeout=10)
+
+    assert values == [0, 2, 4, 6, 8]
+    assert sorted(side_effects) == [(i, i) for i in range(5)]
+    assert failed.state == "FAILURE"
+
+
+def test_worker_prefetch_multiplier_is_honoured(app: Celery, broker_url: str) -> None:
+    # acks_late: a task's message stays unacked while it runs, so the broker
+    # may hand the worker exactly concurrency * multiplier messages.
+    release = threading.Event()
+    started = threading.Event()
+
+    @app.task(name="e2e.hold", acks_late=True)
+    def hold(n: int) -> int:
+        started.set()
+        release.wait(10)
+        return n
+
+    queue = app.conf.task_default_queue
+    total = 6
+    results: list[Any] = []
+    probe = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        channel = probe.channel()
+
+        def ready() -> int:
+            count: int = channel.queue_declare(queue, passive=True).method.message_count
+            return count
+
+        with start_worker(app, perform_ping_check=False, shutdown_timeout=5, without_heartbeat=False):
+            results = [hold.delay(n) for n in range(total)]
+            working = started.wait(10)
+            wait_until(lambda: ready() <= total - PREFETCH_MULTIPLIER, timeout=3)
+            time.sleep(0.3)  # room for any delivery beyond the window
+            held_back = ready()
+            release.set()
+            values = [result.get(timeout=10) for result in results]
+    finally:
+        release.set()
+        probe.close()
+
+    assert working
+    assert held_back == total - PREFETCH_MULTIPLIER
+    assert values == list(range(total))
