@@ -29,7 +29,7 @@ def error_of(call: Callable[[], Any]) -> tuple[int, str]:
     """(reply code, explanation) of the AMQP error `call` raises."""
     with pytest.raises(exceptions.AMQPError) as info:
         call()
-    return int(info.value.value), str(info.value)
+    return int(info.value.value), str(info.value)  # type: ignore[attr-defined]
 
 
 class FakeConsumer:
