@@ -71,7 +71,11 @@ def _value(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value).decode("utf-8", "replace")
     if isinstance(value, str):
-        return value if value and value.replace(".", "").replace("-", "").isalnum() else _quote(value)
+        # bare only when it cannot be mistaken for a number, a boolean or void
+        bare = value and value.replace(".", "").replace("-", "").replace("_", "").isalnum()
+        if bare and not value[0].isdigit() and value not in ("true", "false", "null"):
+            return value
+        return _quote(value)
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
