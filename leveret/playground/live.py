@@ -476,7 +476,7 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-async def _live_observations(url: str, statements: Sequence[Statement], base_dir: Path) -> tuple[str, list[Observation | None]]:
+async def live_observations(url: str, statements: Sequence[Statement], base_dir: Path) -> tuple[str, list[Observation | None]]:
     live = LiveRun(url, base_dir)
     await live.open()
     try:
@@ -493,7 +493,7 @@ def compare_against(url: str, statements: Sequence[Statement], events: Sequence[
     console.print(Text(f"against {_safe_url(url)}", style="bold"))
     ours = observe_in_process(statements, base_dir)
     try:
-        prefix, theirs = asyncio.run(_live_observations(url, statements, base_dir))
+        prefix, theirs = asyncio.run(live_observations(url, statements, base_dir))
     except (TimeoutError, OSError, aiormq.exceptions.AMQPConnectionError) as error:
         console.print(Text(f"leveret: cannot use {_safe_url(url)}: {error or type(error).__name__}",
                            style="bold red"))

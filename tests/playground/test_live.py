@@ -15,7 +15,13 @@ import pika
 import pika.exceptions
 import pytest
 
-from leveret.playground.live import Difference, Observation, _live_observations, compare, compare_against
+from leveret.playground.live import (
+    Difference,
+    Observation,
+    compare,
+    compare_against,
+    live_observations,
+)
 from leveret.playground.parser import parse
 from leveret.playground.render import make_console
 
@@ -84,7 +90,7 @@ def test_timed_dead_letter_loop_matches_rabbitmq() -> None:
 @pytest.mark.rabbitmq
 def test_live_names_are_prefixed_and_deleted_afterwards() -> None:
     statements = parse("exchange x fanout\nqueue q\nbind x -> q\npublish x k m\n")
-    prefix, observations = asyncio.run(_live_observations(RABBITMQ_URL, statements, Path.cwd()))
+    prefix, observations = asyncio.run(live_observations(RABBITMQ_URL, statements, Path.cwd()))
     assert prefix.startswith("pg-")
     assert observations[-1] is not None and observations[-1].queues == {"q": 1}
     connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
@@ -107,7 +113,7 @@ def test_live_names_are_prefixed_and_deleted_afterwards() -> None:
 def test_errors_are_compared_and_the_channel_reopens() -> None:
     text = "exchange i topic internal\npublish i k x\nqueue q\npublish \"\" q m\n"
     statements = parse(text)
-    _, observations = asyncio.run(_live_observations(RABBITMQ_URL, statements, Path.cwd()))
+    _, observations = asyncio.run(live_observations(RABBITMQ_URL, statements, Path.cwd()))
     publish_internal, declare, publish = observations[1], observations[2], observations[3]
     assert publish_internal is not None and publish_internal.error == 403
     assert declare is not None and declare.error is None
