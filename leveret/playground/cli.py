@@ -187,6 +187,7 @@ Statements (one per line; ';' separates; # starts a comment):
   wait 30s | 500ms | 5m       get QUEUE [no-ack]
   ack [QUEUE] [all]    reject [QUEUE] [requeue]    nack [QUEUE] [requeue] [all]
   expect QUEUE got "body" | has N messages | is empty | never got "body"
+         (got: the queue accepted such a message at some point in the run)
   expect unroutable | routed to Q1, Q2 | returned | x-death count N [reason R]
   expect body "..." | header K = V | redelivered | error [CODE]
   explain EXCHANGE KEY [headers {...}]    show [queues|exchanges|bindings|NAME]
@@ -390,6 +391,7 @@ def _report_failure(console: Console, renderer: Renderer, path: str, event: Expe
         quiet = Renderer(console)
         quiet.publish(last)
         quiet.dead_letter_hops(last.dead_letters)
+    console.print()
 
 
 # --------------------------------------------------------------- explain

@@ -191,6 +191,8 @@ class Renderer:
         elif keys:
             label.append("  routing key ", style="dim")
             label.append(", ".join(_quote(k) for k in keys), style="cyan")
+            if trace.root.exchange_type == "fanout":
+                label.append(" (ignored)", style="dim")
         tree = Tree(label, guide_style="dim")
         self._fill_hop(tree, trace.root, indent + TREE_STEP)
         return tree
@@ -376,12 +378,14 @@ class Renderer:
 
     def failure(self, event: ExpectEvent, filename: str | None = None) -> None:
         statement = event.statement
-        where = f"{filename}:{statement.at.line}:{statement.at.column}" if filename else f"line {statement.at.line}"
+        where = (f"{filename}:{statement.at.line}:{statement.at.column}" if filename
+                 else f"line {statement.at.line}" if self.headings else "")
         title = Text()
         title.append(f"{NO} FAIL ", style="bold red")
         title.append(where, style="bold")
         self.console.print(title, soft_wrap=True)  # a path must stay whole to be clickable
-        self.console.print(Text(f"{statement.at.line:>6} │ {statement.at.source}"))
+        if self.headings or filename:
+            self.console.print(Text(f"{statement.at.line:>6} │ {statement.at.source}"))
         self.console.print(Text.assemble(("  - expected: ", "red"), event.expected))
         self.console.print(Text.assemble(("  + actual:   ", "green"), event.actual))
 
