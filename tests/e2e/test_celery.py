@@ -118,3 +118,26 @@ def test_worker_prefetch_multiplier_is_honoured(app: Celery, broker_url: str) ->
     assert working
     assert held_back == total - PREFETCH_MULTIPLIER
     assert values == list(range(total))
+
+
+def test_eta_task_does_not_hold_back_the_worker(app: Celery) -> None:
+    # A countdown/ETA task waits in the worker's memory, unacked, using up a
+    # prefetch slot; Celery then raises the prefetch with basic.qos so other
+    # tasks keep flowing. That raise must reach the broker's running consumer.
+    app.conf.worker_prefetch_multiplier = 1
+
+    @app.task(name="e2e.stamp")
+    def stamp(label: str) -> str:
+        return label
+
+    with start_worker(app, perform_ping_check=False, shutdown_timeout=5, without_heartbeat=False):
+        later = stamp.apply_async(("later",), countdown=3)
+        time.sleep(0.3)  # the worker holds the ETA task now
+        started = time.monotonic()
+        now = stamp.delay("now")
+        first = now.get(timeout=10)
+        waited = time.monotonic() - started
+        second = later.get(timeout=10)
+
+    assert (first, second) == ("now", "later")
+    assert waited < 1.5, f"the plain task waited {waited:.1f}s behind the ETA task"
