@@ -330,7 +330,10 @@ class Queue:
                 self._dead_letter_into(dead, entry.message, "delivery_limit")
                 continue
             self._insert_by_seq(entry)
+        # RabbitMQ's requeue_and_run: drop over the limit, then what expired
+        # while it was out (its deadline stands), then deliver.
         self._enforce_drop_head(dead)
+        self._drop_expired_heads(now_ms, dead)
         dead.extend(self.dispatch(now_ms))
         return dead
 

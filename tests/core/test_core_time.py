@@ -141,6 +141,16 @@ def test_requeued_message_keeps_its_deadline() -> None:
     assert world.drain("dead") == [b"m"]
 
 
+def test_a_message_requeued_after_its_deadline_expires_at_once() -> None:
+    world = dead_world(**{"x-message-ttl": 100})
+    world.publish("", "q", b"m")
+    entry = world.get("q", no_ack=False)
+    assert entry is not None
+    world.clock.advance(150)  # no timer runs: the message is out with a consumer
+    world.vhost.requeue(world.vhost.queues["q"], [entry], world.now)
+    assert (world.count("q"), world.drain("dead")) == (0, [b"m"])
+
+
 def test_requeued_message_keeps_its_deadline_after_the_timers_forgot_the_queue() -> None:
     world = dead_world()
     consumer = world.consume("q", FakeConsumer("c"))
