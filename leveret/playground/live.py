@@ -328,7 +328,8 @@ class LiveRun:
                 confirmation = await exchange.publish(message, routing_key, mandatory=True, timeout=10)
             except aio_pika.exceptions.DeliveryError as error:
                 if error.frame is not None and type(error.frame).__name__ == "Nack":
-                    nacked = True
+                    # routed, then refused by a full queue (a returned message is acked)
+                    nacked = routed = True
                     continue
                 raise
             # aiormq resolves a returned message to the message itself
