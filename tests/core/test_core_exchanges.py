@@ -114,6 +114,7 @@ REDECLARE = [
 
 @pytest.mark.parametrize(("first", "second", "text"), REDECLARE)
 def test_exchange_redeclare_equivalence(world: World, first: dict[str, Any], second: dict[str, Any], text: str | None) -> None:
+    first, second = dict(first), dict(second)
     world.vhost.declare_exchange("x", first.pop("exchange_type", "direct"), **first)
     kind = second.pop("exchange_type", "direct")
     if text is None:
