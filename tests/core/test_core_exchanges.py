@@ -80,7 +80,7 @@ def inequivalent(arg: str, detail: str) -> str:
     return f"inequivalent arg '{arg}' for exchange 'x' {V}: {detail}"
 
 
-REDECLARE = [
+REDECLARE: list[tuple[dict[str, Any], dict[str, Any], str | None]] = [
     # (first options, second options, expected text or None for ok)
     ({}, {"exchange_type": "fanout"}, inequivalent("type", "received 'fanout' but current is 'direct'")),
     ({}, {"durable": True}, inequivalent("durable", "received 'true' but current is 'false'")),

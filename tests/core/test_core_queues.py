@@ -283,7 +283,7 @@ def inequivalent(arg: str, detail: str) -> str:
     return f"inequivalent arg '{arg}' for queue 'q' {V}: {detail}"
 
 
-REDECLARE = [
+REDECLARE: list[tuple[dict[str, Any], dict[str, Any], str | None]] = [
     # (first, second, expected text or None for ok)
     ({"durable": False}, {"durable": True}, inequivalent("durable", "received 'true' but current is 'false'")),
     ({"durable": True}, {"durable": False}, inequivalent("durable", "received 'false' but current is 'true'")),
@@ -356,7 +356,7 @@ def invalid(arg: str, why: str) -> str:
     return f"invalid arg '{arg}' for queue 'q' {V}: {why}"
 
 
-ARGUMENT_ERRORS = [
+ARGUMENT_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"x-max-length": -1}, invalid("x-max-length", "{value_negative,-1}")),
     ({"x-max-length": "10"}, invalid("x-max-length", '"expected integer, got longstr"')),
     ({"x-max-length-bytes": -1}, invalid("x-max-length-bytes", "{value_negative,-1}")),
@@ -408,7 +408,7 @@ def test_argument_validation(world: World, arguments: dict[str, Any], text: str)
     assert "q" not in world.vhost.queues
 
 
-ACCEPTED = [
+ACCEPTED: list[dict[str, Any]] = [
     {"x-max-length": 0},
     {"x-max-length-bytes": 0},
     {"x-message-ttl": 0},
