@@ -211,6 +211,14 @@ def test_queue_delete_rules(world: World) -> None:
     assert "q" not in world.vhost.queues
 
 
+def test_if_empty_ignores_unacked_messages(world: World) -> None:
+    world.queue("q")
+    fill(world, "q", 1)
+    world.get("q", no_ack=False)
+    assert world.vhost.delete_queue("q", if_empty=True) == 0
+    assert "q" not in world.vhost.queues
+
+
 def test_deleting_a_queue_drops_its_messages_and_bindings(world: World) -> None:
     world.queue("q", arguments={"x-dead-letter-exchange": "amq.fanout"})
     world.queue("dead")

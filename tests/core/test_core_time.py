@@ -201,6 +201,17 @@ def test_x_expires_is_renewed_by_declare_get_and_consumers() -> None:
     assert "q" not in world.vhost.queues
 
 
+def test_x_expires_is_not_renewed_by_purge_bind_or_publish() -> None:
+    world = World()
+    world.queue("q", arguments={"x-expires": 1000})
+    world.advance(300)
+    world.vhost.purge_queue("q")
+    world.bind("amq.direct", "q", "k")
+    world.publish("amq.direct", "k")
+    world.advance(700)
+    assert "q" not in world.vhost.queues
+
+
 def test_x_expires_drops_messages_without_dead_lettering() -> None:
     world = World()
     world.queue("dead")
