@@ -47,10 +47,15 @@ class LoadResult:
     warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        text = f"{self.exchanges} exchanges, {self.queues} queues, {self.bindings} bindings"
+        text = ", ".join(_plural(n, noun) for n, noun in (
+            (self.exchanges, "exchange"), (self.queues, "queue"), (self.bindings, "binding")))
         if self.warnings:
-            text += f" ({len(self.warnings)} warnings)"
+            text += f" ({_plural(len(self.warnings), 'warning')})"
         return text
+
+
+def _plural(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 @dataclass(frozen=True, slots=True)

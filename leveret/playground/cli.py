@@ -128,7 +128,8 @@ def _parse_file(path: str, console: Console) -> list[Statement] | None:
 
 
 def play_main(args: argparse.Namespace) -> int:
-    console = _console(args)
+    # `--export -` owns stdout: the drawing goes to stderr then
+    console = _console(args, stderr=args.export == "-")
     if args.file is None:
         if args.against:
             console.print(Text("leveret: --against needs a FILE", style="bold red"))
@@ -188,8 +189,10 @@ Statements (one per line; ';' separates; # starts a comment):
   ack [QUEUE] [all]    reject [QUEUE] [requeue]    nack [QUEUE] [requeue] [all]
   expect QUEUE got "body" | has N messages | is empty | never got "body"
          (got: the queue accepted such a message at some point in the run)
-  expect unroutable | routed to Q1, Q2 | returned | x-death count N [reason R]
-  expect body "..." | header K = V | redelivered | error [CODE]
+  expect unroutable | routed [to Q1, Q2] | returned | nacked     (the last publish)
+  expect x-death count N [reason R] [queue Q] | body "..." | header K = V |
+         property K = V | [not] redelivered | no message        (the last get)
+  expect error [CODE | "text"]                    (the statement before failed)
   explain EXCHANGE KEY [headers {...}]    show [queues|exchanges|bindings|NAME]
   load "definitions.json"
 Prompt only: help, export FILE.json, quit"""
@@ -433,8 +436,6 @@ def explain_main(args: argparse.Namespace) -> int:
             routing_keys.append(value)
     trace = runner.vhost.trace(exchange, routing_keys, headers or None)
     renderer = Renderer(console)
-    if headers:
-        console.print(Text("headers: " + ", ".join(f"{k}={v!r}" for k, v in headers.items()), style="dim"))
-    console.print(renderer.trace_tree(trace, routing_keys))
+    console.print(renderer.trace_tree(trace, routing_keys, headers=headers))
     renderer.result(trace.queues, returned=False, nacked=False, mandatory=False)
     return EXIT_OK

@@ -217,3 +217,11 @@ def test_interactive_prompt(tmp_path: Path) -> None:
     assert "✓ expect errors got \"disk full\"" in out
     assert "<prompt>:6:9: error: unknown queue option 'tll'" in out  # the sixth entry
     assert json.loads((tmp_path / "out.json").read_text())["queues"][0]["name"] == "errors"
+
+
+def test_export_to_stdout_keeps_the_drawing_off_it() -> None:
+    result = leveret("play", str(SAMPLES / "fanout.route"), "--export", "-")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert {q["name"] for q in data["queues"]} == {"billing", "shipping", "analytics"}
+    assert "orders.events (fanout)" in result.stderr
