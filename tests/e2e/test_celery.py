@@ -1,10 +1,15 @@
-"""A real Celery worker (celery.contrib.testing.worker, in a thread) using leveret as its broker."""
+"""Real Celery workers using leveret as their broker: in a thread (celery.contrib.testing) and a `celery worker` process."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -13,10 +18,13 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from kombu import pools
 
+from tests.e2e.celery_app import app as worker_app
+from tests.e2e.celery_app import where
 from tests.e2e.conftest import Names, wait_until
 from tests.e2e.test_kombu import kombu_url
 
 PREFETCH_MULTIPLIER = 2
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_app(url: str, queue: str) -> Celery:
@@ -46,14 +54,18 @@ def make_app(url: str, queue: str) -> Celery:
 def app(broker_url: str, names: Names) -> Iterator[Celery]:
     celery_app = make_app(broker_url, names.queue("celery"))
     yield celery_app
+    close_app(celery_app)
+
+
+def close_app(app: Celery) -> None:
     # app.close() only forgets its connections; a connection left open costs
     # the broker's shutdown grace period (clients that never answer close).
-    result_consumer = celery_app.backend.result_consumer
+    result_consumer = app.backend.result_consumer
     if getattr(result_consumer, "_connection", None) is not None:
         result_consumer.stop()
     # The producer pool is kombu's, global and keyed by URL: reset them all.
     pools.reset()
-    celery_app.close()
+    app.close()
 
 
 def test_task_round_trip_with_rpc_results(app: Celery) -> None:
@@ -141,3 +153,37 @@ def test_eta_task_does_not_hold_back_the_worker(app: Celery) -> None:
 
     assert (first, second) == ("now", "later")
     assert waited < 1.5, f"the plain task waited {waited:.1f}s behind the ETA task"
+
+
+def test_celery_worker_process_with_prefork_pool(broker_url: str, names: Names) -> None:
+    # `celery worker` as deployed: its own process, prefork pool, mingle,
+    # gossip and remote control on; warm shutdown on SIGTERM.
+    env = {
+        **os.environ,
+        "LEVERET_CELERY_BROKER": kombu_url(broker_url),
+        "LEVERET_CELERY_QUEUE": names.queue("celery-worker"),
+    }
+    command = [sys.executable, "-m", "celery", "-A", "tests.e2e.celery_app", "worker",
+               "--concurrency", "2", "--pool", "prefork", "--loglevel", "INFO", "--hostname", "e2e@%h"]
+    worker = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    worker_app.conf.broker_url = env["LEVERET_CELERY_BROKER"]
+    worker_app.conf.task_default_queue = env["LEVERET_CELERY_QUEUE"]
+    try:
+        results = [where.delay(n) for n in range(6)]
+        values = [result.get(timeout=15) for result in results]
+        pong = worker_app.control.ping(timeout=2, limit=1)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=15)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+        close_app(worker_app)
+
+    assert [square for square, _ in values] == [n * n for n in range(6)]
+    assert os.getpid() not in {pid for _, pid in values}
+    assert [list(reply.values()) for reply in pong] == [[{"ok": "pong"}]]
+    assert [name.split("@")[0] for reply in pong for name in reply] == ["e2e"]
+    assert worker.returncode == 0, output
+    assert "ready." in output
+    assert "Traceback" not in output and "ERROR" not in output, output
