@@ -29,7 +29,7 @@ from pamqp import frame as pamqp_frame
 
 from amqp_wire import framing
 from amqp_wire.channel import Channel
-from amqp_wire.errors import closing_for
+from amqp_wire.errors import closing_for, erlang_binary, frame_snippet
 from exchanges.broker import Broker
 
 log = logging.getLogger("leveret.connection")
@@ -159,7 +159,7 @@ class Connection:
                 if self.want_close or self.state is State.CLOSED:
                     return
         except exceptions.AMQPError as error:
-            self.close_with(error)
+            self.close_with(error, *getattr(error, "method_ids", (0, 0)))
         except Exception as error:  # a bug must cost one connection, not the broker
             log.exception("internal error on connection %s", self.name)
             self.close_with(exceptions.AMQPInternalError(f"{type(error).__name__}: {error}"))
@@ -188,26 +188,28 @@ class Connection:
 
     def _handle_frame(self, frame_type: int, channel: int, payload: bytes) -> None:
         if frame_type == framing.FRAME_HEARTBEAT:
+            if payload:
+                raise exceptions.AMQPFrameError(f"{frame_snippet(frame_type, payload)}: unknown_frame")
             if channel != 0:
-                raise exceptions.AMQPFrameError("heartbeat frame on a non-zero channel")
+                raise exceptions.AMQPUnexpectedFrame(frame_snippet(frame_type, payload))
             return
-        if frame_type not in (framing.FRAME_METHOD, framing.FRAME_HEADER, framing.FRAME_BODY):
-            raise exceptions.AMQPFrameError(f"unknown frame type {frame_type}")
+        if frame_type not in (framing.FRAME_METHOD, framing.FRAME_HEADER, framing.FRAME_BODY) or (
+            frame_type == framing.FRAME_METHOD and not payload
+        ):
+            raise exceptions.AMQPFrameError(f"{frame_snippet(frame_type, payload)}: unknown_frame")
         if channel == 0:
             if frame_type != framing.FRAME_METHOD:
-                raise exceptions.AMQPUnexpectedFrame(
-                    "expected method frame, got non method frame instead"
-                )
-            self._handle_connection_method(decode_method(payload))
+                raise exceptions.AMQPUnexpectedFrame(frame_snippet(frame_type, payload))
+            method = decode_method(payload)
+            try:
+                self._handle_connection_method(method)
+            except exceptions.AMQPError as error:
+                self.close_with(error, method.index >> 16, method.index & 0xFFFF)
             return
         if self.state is State.CLOSING:
             return  # discarded until close-ok (spec 2.2.4)
         if self.state is not State.OPEN:
-            raise exceptions.AMQPChannelError(f"channel {channel} used before the connection is open")
-        if channel > self.channel_max:
-            raise exceptions.AMQPChannelError(
-                f"channel number {channel} is above the negotiated channel_max {self.channel_max}"
-            )
+            raise exceptions.AMQPUnexpectedFrame(frame_snippet(frame_type, payload))
         if channel in self.closing_channels:
             self._handle_closing_channel(channel, frame_type, payload)
             return
@@ -220,6 +222,12 @@ class Connection:
             method = decode_method(payload)
             if not isinstance(method, commands.Channel.Open):
                 raise exceptions.AMQPChannelError("expected 'channel.open'")
+            if len(self.channels) + len(self.closing_channels) >= self.channel_max:
+                # RabbitMQ limits how many channels are open, not their numbers.
+                count = len(self.channels) + len(self.closing_channels)
+                raise exceptions.AMQPNotAllowed(
+                    f"number of channels opened ({count}) has reached the negotiated channel_max ({self.channel_max})"
+                )
             self.channels[channel] = Channel(self, channel)
             self.send_method(channel, commands.Channel.OpenOk())
             return
@@ -406,7 +414,7 @@ class Connection:
 
 def decode_method(payload: bytes) -> Any:
     if len(payload) < 4:
-        raise exceptions.AMQPFrameError("method frame too short")
+        raise exceptions.AMQPFrameError(f"{frame_snippet(framing.FRAME_METHOD, payload)}: unknown_frame")
     index = int.from_bytes(payload[:4], "big")
     cls: Any = commands.INDEX_MAPPING.get(index)
     if cls is None:
@@ -417,7 +425,9 @@ def decode_method(payload: bytes) -> Any:
     try:
         method.unmarshal(payload[4:])
     except Exception as error:
-        raise exceptions.AMQPSyntaxError(f"cannot decode {cls.name}: {error}") from error
+        failure = exceptions.AMQPFrameError(f"cannot decode {erlang_binary(payload[4:])}")
+        failure.method_ids = (index >> 16, index & 0xFFFF)  # type: ignore[attr-defined]
+        raise failure from error
     return method
 
 

@@ -34,3 +34,18 @@ def closing_for(error: exceptions.AMQPError) -> Closing:
         reply_code=code,
         reply_text=reply_text(name, explanation),
     )
+
+
+def erlang_binary(data: bytes) -> str:
+    """A binary as Erlang's ~p prints it, for RabbitMQ's frame-error texts."""
+    if data and all(32 <= byte <= 126 for byte in data):
+        text = data.decode("ascii").replace("\\", "\\\\").replace('"', '\\"')
+        return f'<<"{text}">>'
+    return "<<" + ",".join(str(byte) for byte in data) + ">>"
+
+
+def frame_snippet(frame_type: int, payload: bytes) -> str:
+    """RabbitMQ's "type T, all octets = <<...>>" (or "first 16 octets") prefix."""
+    if len(payload) <= 16:
+        return f"type {frame_type}, all octets = {erlang_binary(payload)}"
+    return f"type {frame_type}, first 16 octets = {erlang_binary(payload[:16])}"

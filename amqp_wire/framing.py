@@ -12,6 +12,8 @@ import struct
 
 from pamqp import exceptions
 
+from amqp_wire.errors import frame_snippet
+
 FRAME_METHOD = 1
 FRAME_HEADER = 2
 FRAME_BODY = 3
@@ -60,19 +62,17 @@ class FrameReader:
         while end - position >= 7:
             frame_type, channel, size = _HEADER.unpack_from(buffer, position)
             if self.frame_max and size + FRAME_OVERHEAD > self.frame_max:
-                del buffer[:position]
                 raise exceptions.AMQPFrameError(
-                    f"type {frame_type}, {size + FRAME_OVERHEAD} bytes, larger than the "
-                    f"negotiated maximum of {self.frame_max}"
+                    f"{frame_snippet(frame_type, b'')}: "
+                    f"{{frame_too_large,{size},{self.frame_max - FRAME_OVERHEAD}}}"
                 )
             frame_end = position + 7 + size
             if frame_end >= end:
                 break
             if buffer[frame_end] != FRAME_END:
-                del buffer[:position]
+                payload = bytes(buffer[position + 7 : frame_end])
                 raise exceptions.AMQPFrameError(
-                    f"type {frame_type}, first 16 octets = "
-                    f"{bytes(buffer[7:7 + min(size, 16)])!r}: {{invalid_frame_end_marker,{buffer[frame_end - position]}}}"
+                    f"{frame_snippet(frame_type, payload)}: {{invalid_frame_end_marker,{buffer[frame_end]}}}"
                 )
             frames.append((frame_type, channel, bytes(buffer[position + 7 : frame_end])))
             position = frame_end + 1

@@ -79,24 +79,64 @@ def test_guest_is_refused_from_a_remote_address(broker: Broker) -> None:
 
 def test_unknown_vhost_is_530(broker: Broker) -> None:
     wire = WireClient(broker)
-    close = methods(wire.handshake(vhost="nope"))[0]
+    assert connection_close(wire.handshake(vhost="nope")) == (530, "NOT_ALLOWED - vhost nope not found", 10, 40)
+
+
+def connection_close(out: list) -> tuple[int, str, int, int]:
+    close = methods(out)[0]
     assert isinstance(close, commands.Connection.Close)
-    assert (close.reply_code, close.reply_text) == (530, "NOT_ALLOWED - vhost nope not found")
+    return close.reply_code, close.reply_text, close.class_id, close.method_id
 
 
+# Texts below are what RabbitMQ 3.10 sends for the same bytes (Erlang's ~p of the payload).
 def test_bad_frame_end_is_501_frame_error(client: WireClient) -> None:
-    data = bytearray(framing.frame(framing.FRAME_METHOD, 1, struct.pack(">HH", 60, 70) + b"\x00\x00\x00\x00"))
+    data = bytearray(framing.frame(framing.FRAME_METHOD, 1, bytes([0, 50, 0, 10, 0, 0, 0, 4, 0, 0, 0, 0])))
     data[-1] = 0x00
-    close = methods(client.send_raw(bytes(data)))[0]
-    assert isinstance(close, commands.Connection.Close)
-    assert close.reply_code == 501
+    assert connection_close(client.send_raw(bytes(data))) == (
+        501, "FRAME_ERROR - type 1, all octets = <<0,50,0,10,0,0,0,4,0,0,0,0>>: {invalid_frame_end_marker,0}", 0, 0)
 
 
 def test_frame_over_frame_max_is_501(client: WireClient) -> None:
-    header = struct.pack(">BHI", framing.FRAME_BODY, 1, 200_000)
-    close = methods(client.send_raw(header))[0]
-    assert isinstance(close, commands.Connection.Close)
-    assert close.reply_code == 501
+    header = struct.pack(">BHI", framing.FRAME_BODY, 1, 131073)
+    assert connection_close(client.send_raw(header)) == (
+        501, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,131073,131064}", 0, 0)
+
+
+def test_unknown_frame_type_and_odd_heartbeats(broker: Broker) -> None:
+    cases = [
+        (framing.frame(9, 0, b"a"), (501, 'FRAME_ERROR - type 9, all octets = <<"a">>: unknown_frame', 0, 0)),
+        (framing.frame(8, 1, b""), (505, "UNEXPECTED_FRAME - type 8, all octets = <<>>", 0, 0)),
+        (framing.frame(8, 0, b"ab"), (501, 'FRAME_ERROR - type 8, all octets = <<"ab">>: unknown_frame', 0, 0)),
+        (framing.frame(1, 1, b""), (501, "FRAME_ERROR - type 1, all octets = <<>>: unknown_frame", 0, 0)),
+        (framing.frame(3, 0, b"abc"), (505, 'UNEXPECTED_FRAME - type 3, all octets = <<"abc">>', 0, 0)),
+        (framing.frame(1, 1, struct.pack(">HH", 50, 10) + b"\x00\x00"), (501, "FRAME_ERROR - cannot decode <<0,0>>", 50, 10)),
+    ]
+    for data, expected in cases:
+        wire = WireClient(broker)
+        wire.handshake()
+        wire.open_channel(1)
+        assert connection_close(wire.send_raw(data)) == expected
+
+
+def test_channel_open_before_connection_open_is_505(broker: Broker) -> None:
+    wire = WireClient(broker)
+    wire.send_raw(framing.PROTOCOL_HEADER)
+    wire.send(0, commands.Connection.StartOk(client_properties={}, mechanism="PLAIN", response="\x00guest\x00guest", locale="en_US"))
+    wire.send(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))
+    assert connection_close(wire.send(1, commands.Channel.Open())) == (
+        505, "UNEXPECTED_FRAME - type 1, all octets = <<0,20,0,10,1,48>>", 0, 0)
+
+
+def test_channel_max_limits_open_channels_not_numbers(broker: Broker) -> None:
+    wire = WireClient(broker)
+    wire.send_raw(framing.PROTOCOL_HEADER)
+    wire.send(0, commands.Connection.StartOk(client_properties={}, mechanism="PLAIN", response="\x00guest\x00guest", locale="en_US"))
+    wire.send(0, commands.Connection.TuneOk(channel_max=2, frame_max=131072, heartbeat=0))
+    wire.send(0, commands.Connection.Open(virtual_host="/"))
+    wire.open_channel(7)
+    wire.open_channel(2000)
+    assert connection_close(wire.send(3, commands.Channel.Open())) == (
+        530, "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)", 0, 0)
 
 
 def test_method_on_an_unopened_channel_is_504(client: WireClient) -> None:
