@@ -329,3 +329,92 @@ def test_transactions_commit_and_rollback_publishes_and_acks(
     assert requeued == 1
     assert method2.redelivered is True
     assert finally_left == 0
+
+
+def test_user_id_must_be_the_authenticated_user(pika_connection: pika.BlockingConnection, names: Names) -> None:
+    channel = pika_connection.channel()
+    queue = names.queue("validated")
+    channel.queue_declare(queue)
+    channel.basic_publish("", queue, b"mine", BasicProperties(user_id="guest"))
+    _, properties, _ = channel.basic_get(queue, auto_ack=True)
+    channel.basic_publish("", queue, b"forged", BasicProperties(user_id="bob"))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        channel.queue_declare(queue, passive=True)
+
+    assert properties.user_id == "guest"
+    assert (closed.value.reply_code, closed.value.reply_text) == (
+        406, "PRECONDITION_FAILED - user_id property set to 'bob' but authenticated user was 'guest'"
+    )
+    assert ready_count(pika_connection.channel(), queue) == 0
+
+
+def test_large_message_round_trip(pika_connection: pika.BlockingConnection, names: Names) -> None:
+    channel = pika_connection.channel()
+    queue = names.queue("large")
+    channel.queue_declare(queue)
+    body = bytes(range(256)) * 8192  # 2 MiB: many frames of frame_max
+    channel.basic_publish("", queue, body)
+    _, _, got = channel.basic_get(queue, auto_ack=True)
+
+    assert got == body
+
+
+def test_basic_recover_requeues_unacked(pika_connection: pika.BlockingConnection, names: Names) -> None:
+    channel = pika_connection.channel()
+    queue = names.queue("recover")
+    channel.queue_declare(queue)
+    channel.basic_publish("", queue, b"x")
+    first, _, _ = channel.basic_get(queue)
+    channel.basic_recover(requeue=True)
+    again, _, body = channel.basic_get(queue, auto_ack=True)
+
+    assert (first.redelivered, again.redelivered, body) == (False, True, b"x")
+    assert again.delivery_tag == first.delivery_tag + 1
+
+
+def test_auto_delete_queue_goes_with_its_last_consumer(
+    pika_connection: pika.BlockingConnection, names: Names
+) -> None:
+    channel = pika_connection.channel()
+    queue = names.queue("auto")
+    channel.queue_declare(queue, auto_delete=True)
+    first, _ = collect(channel, queue)
+    second, _ = collect(channel, queue)
+    channel.basic_cancel(first)
+    consumers_left = pika_connection.channel().queue_declare(queue, passive=True).method.consumer_count
+    channel.basic_cancel(second)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+        pika_connection.channel().queue_declare(queue, passive=True)
+
+    assert consumers_left == 1
+    assert gone.value.reply_code == 404
+
+
+def test_exclusive_consumer_keeps_others_out(pika_connection: pika.BlockingConnection, names: Names) -> None:
+    channel = pika_connection.channel()
+    queue = names.queue("solo")
+    channel.queue_declare(queue)
+    collect(channel, queue, exclusive=True)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        collect(pika_connection.channel(), queue)
+
+    assert (refused.value.reply_code, refused.value.reply_text) == (
+        403, f"ACCESS_REFUSED - queue '{queue}' in vhost '/' in exclusive use"
+    )
+
+
+def test_ack_of_unknown_delivery_tag_closes_the_channel(
+    pika_connection: pika.BlockingConnection, names: Names
+) -> None:
+    channel = pika_connection.channel()
+    queue = names.queue("acked")
+    channel.queue_declare(queue)
+    channel.basic_publish("", queue, b"x")
+    method, _, _ = channel.basic_get(queue)
+    channel.basic_ack(method.delivery_tag)
+    channel.basic_ack(method.delivery_tag)  # twice
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        channel.queue_declare(queue, passive=True)
+
+    assert (closed.value.reply_code, closed.value.reply_text) == (406, "PRECONDITION_FAILED - unknown delivery tag 1")
+    assert pika_connection.is_open
