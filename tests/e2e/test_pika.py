@@ -418,3 +418,43 @@ def test_ack_of_unknown_delivery_tag_closes_the_channel(
 
     assert (closed.value.reply_code, closed.value.reply_text) == (406, "PRECONDITION_FAILED - unknown delivery tag 1")
     assert pika_connection.is_open
+
+
+def test_quorum_queue_counts_deliveries_in_a_header(
+    pika_connection: pika.BlockingConnection, names: Names
+) -> None:
+    channel = pika_connection.channel()
+    queue = names.queue("quorum")
+    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.confirm_delivery()
+    channel.basic_publish("", queue, b"x", BasicProperties(headers={"kept": "yes"}))
+    counts = []
+    for settle_with in (channel.basic_reject, channel.basic_nack, channel.basic_ack):
+        method, properties, _ = channel.basic_get(queue)
+        assert method is not None, "the message went missing"
+        counts.append((method.redelivered, properties.headers))
+        settle_with(method.delivery_tag)
+
+    assert counts == [
+        (False, {"kept": "yes", "x-delivery-count": 0}),
+        (True, {"kept": "yes", "x-delivery-count": 1}),
+        (True, {"kept": "yes", "x-delivery-count": 2}),
+    ]
+
+
+def test_quorum_queue_refuses_global_qos(broker_url: str, names: Names) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        channel = connection.channel()
+        queue = names.queue("quorum-qos")
+        channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.basic_qos(prefetch_count=2, global_qos=True)
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            collect(channel, queue)
+    finally:
+        if connection.is_open:
+            connection.close()
+
+    assert (closed.value.reply_code, closed.value.reply_text) == (
+        540, f"NOT_IMPLEMENTED - queue '{queue}' in vhost '/' does not support global qos"
+    )
