@@ -30,8 +30,9 @@ from pamqp import commands, exceptions
 from amqp_wire import framing
 from bindings.model import Destination
 from queues.message import Message
-from queues.properties import decode_properties, encode_properties, replace_headers
-from queues.queue import Entry, Queue
+from queues.arguments import type_name
+from queues.properties import RawProperties, decode_properties, encode_properties, encode_property, replace_headers
+from queues.queue import Entry, Queue, parse_expiration
 
 if TYPE_CHECKING:
     from amqp_wire.connection import Connection
@@ -286,6 +287,9 @@ class Channel:
 
     # --------------------------------------------------------------- queue
     def _queue_declare(self, method: commands.Queue.Declare) -> None:
+        if method.queue == DIRECT_REPLY_TO or method.queue.startswith(DIRECT_REPLY_TO + "."):
+            self._declare_direct_reply_to(method)
+            return
         # RabbitMQ never makes an exclusive queue durable, so it ignores the flag.
         durable = method.durable and not method.exclusive
         queue = self.vhost.declare_queue(
@@ -345,8 +349,10 @@ class Channel:
         arguments = method.arguments or {}
         priority = arguments.get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
+            got = {"longstr": "longstr", "double": "float", "bool": "bool"}.get(type_name(priority), type_name(priority))
             raise exceptions.AMQPPreconditionFailed(
-                f"invalid arg 'x-priority' for queue '{queue_name}' in vhost '{self.vhost.name}'"
+                f"invalid arg 'x-priority' for queue '{queue_name}' in vhost '{self.vhost.name}': "
+                f'"expected integer, got {got}"'
             )
         queue = self.vhost.queue(queue_name, owner=self.connection)
         consumer = ChannelConsumer(self, tag, queue, method.no_ack, priority, self.consumer_prefetch, method.exclusive)
@@ -382,17 +388,20 @@ class Channel:
         self._publish = method
 
     def _publish_complete(self, method: _BASIC.Publish, properties: Any, raw: bytes, body: bytes) -> None:
+        self._validate_properties(properties)
         headers = properties.headers
         routing_keys: tuple[str, ...] = (method.routing_key,)
         if headers and ("CC" in headers or "BCC" in headers):
-            routing_keys += _header_keys(headers.get("CC")) + _header_keys(headers.get("BCC"))
+            routing_keys += _header_keys(headers, "CC") + _header_keys(headers, "BCC")
             if "BCC" in headers:
                 raw = replace_headers(raw, lambda table: table.keydelete("BCC") if table is not None else None)
                 properties = decode_properties(raw)
         if properties.reply_to == DIRECT_REPLY_TO:
             if self.reply_to_token is None:
                 raise exceptions.AMQPPreconditionFailed("fast reply consumer does not exist")
-            raw = _set_reply_to(raw, f"{DIRECT_REPLY_TO}.{self.reply_to_token}")
+            raw = RawProperties.parse(raw).replace(
+                reply_to=encode_property("reply_to", f"{DIRECT_REPLY_TO}.{self.reply_to_token}")
+            ).to_bytes()
             properties = decode_properties(raw)
         message = Message(method.exchange, method.routing_key, properties, body, raw, routing_keys)
         if self.confirm:
@@ -402,6 +411,20 @@ class Channel:
             self.tx.append(lambda: self._route(method, message))
             return
         self._route(method, message)
+
+    def _validate_properties(self, properties: Any) -> None:
+        """What RabbitMQ checks on every publish (rabbit_channel:check_user_id_header, rabbit_basic)."""
+        user_id = properties.user_id
+        if user_id and user_id != self.connection.user:
+            raise exceptions.AMQPPreconditionFailed(
+                f"user_id property set to '{user_id}' but authenticated user was '{self.connection.user}'"
+            )
+        if properties.delivery_mode not in (None, 0, 1, 2):
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid message: {{delivery_mode_unknown,{properties.delivery_mode}}}"
+            )
+        if properties.expiration is not None:
+            parse_expiration(properties.expiration)
 
     def _route(self, method: _BASIC.Publish, message: Message) -> None:
         vhost = self.vhost
@@ -583,6 +606,14 @@ class Channel:
         self.tx_settled = []
 
     # ---------------------------------------------------------- reply-to
+    def _declare_direct_reply_to(self, method: commands.Queue.Declare) -> None:
+        """The pseudo-queue always "exists" with one consumer, as RabbitMQ answers."""
+        token = method.queue[len(DIRECT_REPLY_TO) + 1:]
+        if token and token not in self.connection.broker.direct_reply_to:
+            raise exceptions.AMQPNotFound(f"no queue '{method.queue}' in vhost '{self.vhost.name}'")
+        if not method.nowait:
+            self.send(commands.Queue.DeclareOk(queue=method.queue, message_count=0, consumer_count=1))
+
     def _consume_direct_reply_to(self, method: _BASIC.Consume) -> None:
         if not method.no_ack:
             raise exceptions.AMQPPreconditionFailed("reply consumer cannot acknowledge")
@@ -600,9 +631,15 @@ def _gone(name: str) -> Queue:
     raise exceptions.AMQPNotFound(f"no queue '{name}'")
 
 
-def _header_keys(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
+def _header_keys(headers: Any, name: str) -> tuple[str, ...]:
+    """CC/BCC routing keys: an array of strings, anything else is refused as RabbitMQ does."""
+    if name not in headers:
         return ()
+    value = headers[name]
+    if not isinstance(value, list):
+        raise exceptions.AMQPPreconditionFailed(
+            f'invalid message: {{unacceptable_type_in_header,"{name}",{type_name(value)}}}'
+        )
     keys = []
     for item in value:
         if isinstance(item, bytes):
@@ -612,7 +649,3 @@ def _header_keys(value: Any) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _set_reply_to(raw: bytes, reply_to: str) -> bytes:
-    properties = decode_properties(raw)
-    properties.reply_to = reply_to
-    return encode_properties(properties)

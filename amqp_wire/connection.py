@@ -77,15 +77,22 @@ def _version() -> str:
         return "0.0.0"
 
 
+# Clients branch on product and version to pick RabbitMQ's semantics (kombu
+# and Celery choose the basic.qos `global` flag this way). leveret implements
+# RabbitMQ 3.10's semantics, so it says so there and names itself elsewhere.
+COMPATIBLE_PRODUCT = "RabbitMQ"
+COMPATIBLE_VERSION = "3.10.8"
+
+
 def server_properties() -> dict[str, Any]:
     return {
         "capabilities": CAPABILITIES,
         "cluster_name": f"leveret@{socket.gethostname()}",
         "copyright": "Copyright (c) the leveret authors",
-        "information": "A RabbitMQ-compatible AMQP 0-9-1 broker in Python",
-        "platform": f"Python {platform.python_version()}",
-        "product": "leveret",
-        "version": _version(),
+        "information": f"leveret {_version()}: a RabbitMQ-compatible AMQP 0-9-1 broker in Python",
+        "platform": f"leveret {_version()} on Python {platform.python_version()}",
+        "product": COMPATIBLE_PRODUCT,
+        "version": COMPATIBLE_VERSION,
     }
 
 

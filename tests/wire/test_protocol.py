@@ -29,7 +29,12 @@ def test_handshake_advertises_what_rabbitmq_clients_look_for(broker: Broker) -> 
     start = methods(wire.send_raw(framing.PROTOCOL_HEADER))[0]
     assert (start.version_major, start.version_minor) == (0, 9)
     assert start.mechanisms == "PLAIN AMQPLAIN"
-    caps = start.server_properties["capabilities"]
+    properties = start.server_properties
+    # The keys and their order are RabbitMQ 3.10's; product/version name the semantics we implement.
+    assert list(properties) == ["capabilities", "cluster_name", "copyright", "information", "platform", "product", "version"]
+    assert (properties["product"], properties["version"]) == ("RabbitMQ", "3.10.8")
+    assert properties["information"].startswith("leveret ")
+    caps = properties["capabilities"]
     for capability in ("publisher_confirms", "basic.nack", "consumer_cancel_notify",
                        "exchange_exchange_bindings", "per_consumer_qos", "direct_reply_to",
                        "authentication_failure_close", "consumer_priorities"):
@@ -341,3 +346,36 @@ def test_uncommitted_ack_is_requeued_when_the_channel_closes(client: WireClient)
     client.send(1, Basic.Ack(delivery_tag=1))
     client.send(1, commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
     assert client.broker.vhosts["/"].queues["txc"].message_count == 1
+
+
+def test_publish_validation_matches_rabbitmq(broker: Broker) -> None:
+    cases = [
+        (commands.Basic.Properties(user_id="bob"),
+         "PRECONDITION_FAILED - user_id property set to 'bob' but authenticated user was 'guest'"),
+        (commands.Basic.Properties(expiration="abc"), "PRECONDITION_FAILED - invalid expiration 'abc': no_integer"),
+        (commands.Basic.Properties(headers={"CC": "one"}),
+         'PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,"CC",longstr}'),
+    ]
+    for properties, text in cases:
+        wire = WireClient(broker)
+        wire.handshake()
+        wire.open_channel(1)
+        close = methods(wire.publish(1, "", "q", b"x", properties=properties))[0]
+        assert isinstance(close, commands.Channel.Close)
+        assert (close.reply_code, close.reply_text, close.class_id, close.method_id) == (406, text, 60, 40)
+
+
+def test_own_user_id_is_accepted(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="uid"))
+    assert client.publish(1, "", "uid", b"x", properties=commands.Basic.Properties(user_id="guest")) == []
+    assert client.broker.vhosts["/"].queues["uid"].message_count == 1
+
+
+def test_direct_reply_to_pseudo_queue(client: WireClient) -> None:
+    declare_ok = methods(client.send(1, commands.Queue.Declare(queue="amq.rabbitmq.reply-to")))[0]
+    assert (declare_ok.queue, declare_ok.message_count, declare_ok.consumer_count) == ("amq.rabbitmq.reply-to", 0, 1)
+    close = methods(client.publish(1, "", "q", b"x", properties=commands.Basic.Properties(reply_to="amq.rabbitmq.reply-to")))[0]
+    assert (close.reply_code, close.reply_text) == (406, "PRECONDITION_FAILED - fast reply consumer does not exist")
+    client.open_channel(2)
+    close = methods(client.send(2, Basic.Consume(queue="amq.rabbitmq.reply-to", no_ack=False)))[0]
+    assert (close.reply_code, close.reply_text) == (406, "PRECONDITION_FAILED - reply consumer cannot acknowledge")
