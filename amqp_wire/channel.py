@@ -29,9 +29,15 @@ from pamqp import commands, exceptions
 
 from amqp_wire import framing
 from bindings.model import Destination
-from queues.message import Message
 from queues.arguments import type_name
-from queues.properties import RawProperties, decode_properties, encode_properties, encode_property, replace_headers
+from queues.message import Message
+from queues.properties import (
+    RawProperties,
+    decode_properties,
+    encode_properties,
+    encode_property,
+    replace_headers,
+)
 from queues.queue import Entry, Queue, parse_expiration
 
 if TYPE_CHECKING:
