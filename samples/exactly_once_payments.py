@@ -151,7 +151,7 @@ async def consume(url: str, queue_name: str, store_path: Path, crash_after: int 
                 break  # nothing more to do
             body = json.loads(message.body)
             message_id = message.message_id or ""
-            outcome = store.record(message_id, body["account"], body["amount_cents"], message.redelivered)
+            outcome = store.record(message_id, body["account"], body["amount_cents"], bool(message.redelivered))
             seen = " (redelivered)" if message.redelivered else ""
             if outcome == "charged":
                 charged_here += 1

@@ -17,6 +17,7 @@ import time
 
 import aio_pika
 from aio_pika.exceptions import DeliveryError, PublishError
+from pamqp.commands import Basic
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 QUEUE = "sample.confirms.orders"
@@ -64,11 +65,12 @@ async def main() -> int:
         print(f"bounded queue (x-max-length={BOUND}, reject-publish): {acked} acked, {nacked} nacked")
 
         # 4. Mandatory and unroutable: returned, then acked.
-        returned = None
+        returned: Basic.Return | None = None
         try:
             await exchange.publish(aio_pika.Message(b"lost?"), routing_key="sample.no-such-queue", mandatory=True)
         except PublishError as error:
-            returned = error.frame
+            if isinstance(error.frame, Basic.Return):
+                returned = error.frame
         if returned is not None:
             print(f"mandatory unroutable message returned: {returned.reply_code} {returned.reply_text}")
 

@@ -18,6 +18,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
@@ -37,9 +38,15 @@ def broker_url() -> str:
     return sys.argv[1] if len(sys.argv) > 1 else os.environ.get("AMQP_URL", DEFAULT_URL)
 
 
-def attempt_number(headers: dict[str, Any]) -> int:
+def x_death(headers: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The broker's dead-letter history of a message: one entry per (queue, reason), newest first."""
+    deaths = headers.get("x-death")
+    return [death for death in deaths if isinstance(death, dict)] if isinstance(deaths, list) else []
+
+
+def attempt_number(headers: Mapping[str, Any]) -> int:
     """1 + the times our work queue rejected this message, as the broker counted."""
-    for death in headers.get("x-death") or []:
+    for death in x_death(headers):
         if death.get("queue") == WORK and death.get("reason") == "rejected":
             return 1 + int(death["count"])
     return 1
@@ -71,7 +78,7 @@ async def main() -> int:
 
         async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             order = message.body.decode()
-            attempt = attempt_number(dict(message.headers))
+            attempt = attempt_number(message.headers)
             needed = ORDERS[order]
             at = f"{time.monotonic() - started:5.2f}s {order:<11} attempt {attempt}:"
             if needed is not None and attempt >= needed:
@@ -101,12 +108,9 @@ async def main() -> int:
 
         parked = await queues["parking"].get(timeout=5)
         await parked.ack()
-        deaths = parked.headers.get("x-death") or []
         print(f"parked {parked.body.decode()}, x-death:")
         counts = {}
-        for death in deaths:
-            if not isinstance(death, dict):
-                continue
+        for death in x_death(parked.headers):
             keys = ",".join(str(key) for key in death.get("routing-keys") or [])
             print(f"  queue={death['queue']} reason={death['reason']} count={death['count']} "
                   f"exchange={death['exchange']} routing-keys={keys}")

@@ -109,7 +109,9 @@ def test_simple_queue(kombu_connection: Connection, names: Names) -> None:
     assert bodies == [{"n": 0}, {"n": 1}, {"n": 2}]
 
 
-def test_consumer_prefetch_count_is_honoured(kombu_connection: Connection, names: Names) -> None:
+def test_consumer_prefetch_count_is_honoured(
+    kombu_connection: Connection, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
     channel = kombu_connection.default_channel
     queue = Queue(names.queue("prefetch"), durable=False)
     producer = Producer(channel)
@@ -122,7 +124,7 @@ def test_consumer_prefetch_count_is_honoured(kombu_connection: Connection, names
         sent_qos.append(args + tuple(kwargs.values()))
         return basic_qos(*args, **kwargs)
 
-    channel.basic_qos = spy
+    monkeypatch.setattr(channel, "basic_qos", spy)
     received: list[Message] = []
     with Consumer(channel, [queue], callbacks=[lambda body, message: received.append(message)], prefetch_count=3):
         drain(kombu_connection, lambda: len(received) >= 3)
