@@ -30,6 +30,7 @@ from pamqp import commands, exceptions
 from amqp_wire import framing
 from bindings.model import Destination
 from queues.arguments import type_name
+from queues.fieldtable import Field, TypedTable
 from queues.message import Message
 from queues.properties import (
     RawProperties,
@@ -361,6 +362,10 @@ class Channel:
                 f'"expected integer, got {got}"'
             )
         queue = self.vhost.queue(queue_name, owner=self.connection)
+        if self.global_prefetch and queue.args.queue_type == "quorum":
+            raise exceptions.AMQPNotImplemented(
+                f"queue '{queue_name}' in vhost '{self.vhost.name}' does not support global qos"
+            )
         consumer = ChannelConsumer(self, tag, queue, method.no_ack, priority, self.consumer_prefetch, method.exclusive)
         self.vhost.consume(
             queue_name, consumer, exclusive=method.exclusive, owner=self.connection,
@@ -449,10 +454,12 @@ class Channel:
             tag = self.publish_seq
             self.send(_BASIC.Nack(delivery_tag=tag) if rejected else _BASIC.Ack(delivery_tag=tag))
 
-    def _send_content(self, message: Message) -> None:
+    def _send_content(self, message: Message, delivery_count: int | None = None) -> None:
         raw = message.raw_properties
         if raw is None:
             raw = encode_properties(message.properties)
+        if delivery_count is not None:
+            raw = replace_headers(raw, lambda table: _with_delivery_count(table, delivery_count))
         for data in framing.content_frames(self.number, raw, message.body, self.connection.frame_max):
             self.connection.send(data)
 
@@ -472,7 +479,7 @@ class Channel:
             _shortstr(message.routing_key),
         ))
         self.connection.send(framing.frame(framing.FRAME_METHOD, self.number, payload))
-        self._send_content(message)
+        self._send_content(message, _quorum_delivery_count(queue, entry))
 
     def _basic_get(self, method: _BASIC.Get) -> None:
         name = self._queue_name(method.queue)
@@ -483,14 +490,15 @@ class Channel:
             return
         self.delivery_tag += 1
         tag = self.delivery_tag
+        queue = self.vhost.queues.get(name)
         if not method.no_ack:
-            self.unacked[tag] = (self.vhost.queues.get(name) or _gone(name), entry, None)
+            self.unacked[tag] = (queue or _gone(name), entry, None)
         message = entry.message
         self.send(_BASIC.GetOk(
             delivery_tag=tag, redelivered=entry.redelivered, exchange=message.exchange,
             routing_key=message.routing_key, message_count=outcome.message_count,
         ))
-        self._send_content(message)
+        self._send_content(message, _quorum_delivery_count(queue, entry))
 
     def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Queue, Entry, ChannelConsumer | None]]:
         unacked = self.unacked
@@ -631,6 +639,18 @@ class Channel:
         self.connection.broker.direct_reply_to[self.reply_to_token] = (self, tag)
         if not method.nowait:
             self.send(_BASIC.ConsumeOk(consumer_tag=tag))
+
+
+def _quorum_delivery_count(queue: Queue | None, entry: Entry) -> int | None:
+    """Quorum queues tell consumers how often a message was returned (x-delivery-count)."""
+    if queue is not None and queue.args.queue_type == "quorum":
+        return entry.delivery_count
+    return None
+
+
+def _with_delivery_count(table: TypedTable | None, count: int) -> TypedTable:
+    # rabbit_basic:add_header -> set_table_value: a long, then the table sorted by name.
+    return (table or TypedTable()).keystore("x-delivery-count", Field("l", count)).sorted()
 
 
 def _gone(name: str) -> Queue:
