@@ -52,7 +52,9 @@ def make_app(url: str, queue: str) -> Celery:
 
 @pytest.fixture
 def app(broker_url: str, names: Names) -> Iterator[Celery]:
-    celery_app = make_app(broker_url, names.queue("celery"))
+    queue = names.queue("celery")
+    names.exchanges.append(queue)  # Celery routes through a direct exchange named as the queue
+    celery_app = make_app(broker_url, queue)
     yield celery_app
     close_app(celery_app)
 
@@ -163,6 +165,8 @@ def test_celery_worker_process_with_prefork_pool(broker_url: str, names: Names) 
         "LEVERET_CELERY_BROKER": kombu_url(broker_url),
         "LEVERET_CELERY_QUEUE": names.queue("celery-worker"),
     }
+    # Celery's own exchanges: the queue's, remote control's and events'.
+    names.exchanges += [env["LEVERET_CELERY_QUEUE"], "celery.pidbox", "reply.celery.pidbox", "celeryev"]
     command = [sys.executable, "-m", "celery", "-A", "tests.e2e.celery_app", "worker",
                "--concurrency", "2", "--pool", "prefork", "--loglevel", "INFO", "--hostname", "e2e@%h"]
     worker = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -91,7 +91,9 @@ def test_reject_with_requeue_redelivers(kombu_connection: Connection, names: Nam
 
 
 def test_simple_queue(kombu_connection: Connection, names: Names) -> None:
-    simple = kombu_connection.SimpleQueue(names.queue("simple"), queue_opts={"durable": False})
+    name = names.queue("simple")
+    names.exchanges.append(name)  # SimpleQueue routes through a direct exchange of the same name
+    simple = kombu_connection.SimpleQueue(name, queue_opts={"durable": False})
     for i in range(3):
         simple.put({"n": i})
     # RabbitMQ routes asynchronously: a passive declare may overtake the publishes.
