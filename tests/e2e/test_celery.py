@@ -53,7 +53,8 @@ def make_app(url: str, queue: str) -> Celery:
 @pytest.fixture
 def app(broker_url: str, names: Names) -> Iterator[Celery]:
     queue = names.queue("celery")
-    names.exchanges.append(queue)  # Celery routes through a direct exchange named as the queue
+    # Celery routes through an exchange named as the queue; worker heartbeats go to celeryev.
+    names.exchanges += [queue, "celeryev"]
     celery_app = make_app(broker_url, queue)
     yield celery_app
     close_app(celery_app)
@@ -155,6 +156,36 @@ def test_eta_task_does_not_hold_back_the_worker(app: Celery) -> None:
 
     assert (first, second) == ("now", "later")
     assert waited < 1.5, f"the plain task waited {waited:.1f}s behind the ETA task"
+
+
+def test_quorum_queue_with_native_delayed_delivery(app: Celery, names: Names) -> None:
+    # Celery's setup for quorum queues (5.5+): no global qos, and countdown
+    # tasks wait in the broker, not the worker: a cascade of 28 quorum queues
+    # with TTLs 2^level s (x-overflow reject-publish, at-least-once
+    # dead-lettering) linked by topic exchanges and exchange-to-exchange bindings.
+    app.conf.task_default_queue_type = "quorum"
+    app.conf.task_default_exchange_type = "topic"
+    names.queues += [f"celery_delayed_{level}" for level in range(28)]
+    names.exchanges += [f"celery_delayed_{level}" for level in range(28)] + ["celery_delayed_delivery"]
+
+    @app.task(name="e2e.route", bind=True)
+    def route(self: Any, label: str) -> tuple[str, str]:
+        return label, self.request.delivery_info["exchange"]
+
+    with start_worker(app, perform_ping_check=False, shutdown_timeout=5, without_heartbeat=False):
+        started = time.monotonic()
+        later = route.apply_async(("later",), countdown=2)
+        now = route.delay("now").get(timeout=10)
+        now_after = time.monotonic() - started
+        delayed = later.get(timeout=10)
+        later_after = time.monotonic() - started
+
+    queue = app.conf.task_default_queue
+    assert now == ["now", queue]
+    assert now_after < 1
+    assert delayed[0] == "later"
+    assert delayed[1].startswith("celery_delayed_")  # it came through the broker's delay cascade
+    assert 1.9 < later_after < 4
 
 
 def test_celery_worker_process_with_prefork_pool(broker_url: str, names: Names) -> None:
