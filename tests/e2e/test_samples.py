@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -64,6 +65,33 @@ def test_sample_runs_against_leveret(sample: str, broker_url: str) -> None:
     missing = [line for line in EXPECTED_OUTPUT[sample] if line not in result.stdout]
     assert missing == [], result.stdout
     assert result.stderr == ""
+
+
+def test_all_samples_in_a_row_against_leveret_serve() -> None:
+    # As samples/README.md says: one long-lived `leveret serve`, every sample
+    # against it in turn (so each must clean up after itself).
+    leveret = Path(sys.executable).with_name("leveret")
+    server = subprocess.Popen([str(leveret), "serve", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        listening = server.stdout.readline()
+        found = re.search(r"listening on amqp://127\.0\.0\.1:(\d+) ", listening)
+        assert found, listening
+        url = f"amqp://guest:guest@127.0.0.1:{found.group(1)}/"
+        failures = []
+        for sample in sorted(EXPECTED_OUTPUT) + ["work_queue.py"]:  # and one again
+            result = run(str(SAMPLES / sample), url)
+            if result.returncode != 0 or EXPECTED_OUTPUT[sample][-1] not in result.stdout:
+                failures.append((sample, result.stdout + result.stderr))
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+    assert failures == []
+    assert server.returncode == 0
 
 
 def test_sample_takes_the_url_from_amqp_url(broker_url: str) -> None:
