@@ -458,3 +458,16 @@ def test_quorum_queue_refuses_global_qos(broker_url: str, names: Names) -> None:
     assert (closed.value.reply_code, closed.value.reply_text) == (
         540, f"NOT_IMPLEMENTED - queue '{queue}' in vhost '/' does not support global qos"
     )
+
+
+def test_basic_recover_without_requeue_is_not_implemented(broker_url: str, names: Names) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        channel = connection.channel()
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            channel.basic_recover(requeue=False)
+    finally:
+        if connection.is_open:
+            connection.close()
+
+    assert (closed.value.reply_code, closed.value.reply_text) == (540, "NOT_IMPLEMENTED - requeue=false")
