@@ -460,7 +460,7 @@ def test_quorum_queue_refuses_global_qos(broker_url: str, names: Names) -> None:
     )
 
 
-def test_basic_recover_without_requeue_is_not_implemented(broker_url: str, names: Names) -> None:
+def test_basic_recover_without_requeue_is_not_implemented(broker_url: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(broker_url))
     try:
         channel = connection.channel()
@@ -471,3 +471,12 @@ def test_basic_recover_without_requeue_is_not_implemented(broker_url: str, names
             connection.close()
 
     assert (closed.value.reply_code, closed.value.reply_text) == (540, "NOT_IMPLEMENTED - requeue=false")
+
+
+def test_connection_update_secret_is_answered(pika_connection: pika.BlockingConnection) -> None:
+    # RabbitMQ's extension for refreshing credentials (OAuth 2 tokens) on a live connection.
+    pika_connection.update_secret("guest", "token refreshed")
+    queue = pika_connection.channel().queue_declare("", exclusive=True).method.queue
+
+    assert pika_connection.is_open
+    assert queue.startswith("amq.gen-")
