@@ -29,6 +29,7 @@ from pamqp import commands, exceptions
 
 from amqp_wire import framing
 from bindings.model import Destination
+from exchanges.router import publish_routing_keys
 from queues.arguments import type_name
 from queues.fieldtable import Field, TypedTable
 from queues.message import Message
@@ -401,9 +402,8 @@ class Channel:
     def _publish_complete(self, method: _BASIC.Publish, properties: Any, raw: bytes, body: bytes) -> None:
         self._validate_properties(properties)
         headers = properties.headers
-        routing_keys: tuple[str, ...] = (method.routing_key,)
-        if headers and ("CC" in headers or "BCC" in headers):
-            routing_keys += _header_keys(headers, "CC") + _header_keys(headers, "BCC")
+        routing_keys = publish_routing_keys(method.routing_key, headers)
+        if headers and len(routing_keys) > 1:
             if "BCC" in headers:
                 raw = replace_headers(raw, lambda table: table.keydelete("BCC") if table is not None else None)
                 properties = decode_properties(raw)
@@ -655,23 +655,5 @@ def _with_delivery_count(table: TypedTable | None, count: int) -> TypedTable:
 
 def _gone(name: str) -> Queue:
     raise exceptions.AMQPNotFound(f"no queue '{name}'")
-
-
-def _header_keys(headers: Any, name: str) -> tuple[str, ...]:
-    """CC/BCC routing keys: an array of strings, anything else is refused as RabbitMQ does."""
-    if name not in headers:
-        return ()
-    value = headers[name]
-    if not isinstance(value, list):
-        raise exceptions.AMQPPreconditionFailed(
-            f'invalid message: {{unacceptable_type_in_header,"{name}",{type_name(value)}}}'
-        )
-    keys = []
-    for item in value:
-        if isinstance(item, bytes):
-            item = item.decode("utf-8", "replace")
-        if isinstance(item, str):
-            keys.append(item)
-    return tuple(keys)
 
 

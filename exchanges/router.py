@@ -13,10 +13,42 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pamqp import exceptions
+
 from bindings.model import Binding, Destination, Verdict
 from exchanges.base import Exchange
+from queues.arguments import type_name
 
 DEFAULT_EXCHANGE = ""
+
+
+def publish_routing_keys(routing_key: str, headers: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The keys a publish routes with: its routing key, then the CC and BCC header keys.
+
+    Sender-selected distribution (RabbitMQ): each header is an array of
+    strings; another type is refused with 406, as RabbitMQ does. The caller
+    removes BCC from the stored headers.
+    """
+    keys: tuple[str, ...] = (routing_key,)
+    if headers:
+        for name in ("CC", "BCC"):
+            if name in headers:
+                keys += _header_keys(headers[name], name)
+    return keys
+
+
+def _header_keys(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise exceptions.AMQPPreconditionFailed(
+            f'invalid message: {{unacceptable_type_in_header,"{name}",{type_name(value)}}}'
+        )
+    keys = []
+    for item in value:
+        if isinstance(item, (bytes, bytearray)):
+            item = bytes(item).decode("utf-8", "replace")
+        if isinstance(item, str):
+            keys.append(item)
+    return tuple(keys)
 
 
 def _destinations(exchange: Exchange, routing_keys: Sequence[str], headers: Mapping[str, Any] | None) -> list[Destination]:

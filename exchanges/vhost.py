@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,6 +90,8 @@ class DeadLetterEvent:
     routing_keys: tuple[str, ...]
     queues: list[str]
     dropped_cycles: list[str] = field(default_factory=list)
+    message: Message | None = None  # as rewritten for the dead-letter exchange
+    missing_exchange: bool = False  # the dead-letter exchange does not exist: dropped
 
 
 def _text(value: Any) -> str | None:
@@ -110,6 +112,9 @@ class VirtualHost:
         self._bindings_to: dict[Destination, set[Binding]] = {}
         self.observers: dict[Queue, set[QueueObserver]] = {}
         self.dead_letter_log: list[DeadLetterEvent] | None = None  # set to a list to record
+        # Called with (queue name, message, now) for every message a queue accepts
+        # (the playground's record of arrivals); None on the broker's hot path.
+        self.on_arrival: Callable[[str, Message, int], None] | None = None
         self._timed: set[Queue] = set()
         self.exchanges[DEFAULT_EXCHANGE] = Exchange(DEFAULT_EXCHANGE, base.REGISTRY["direct"], durable=True)
         for exchange_name, kind_name in PREDECLARED:
@@ -443,6 +448,8 @@ class VirtualHost:
             accepted, records = queue.enqueue(message, now_ms)
             if not accepted:
                 outcome.rejected = True
+            elif self.on_arrival is not None:
+                self.on_arrival(name, message, now_ms)
             dead.extend(records)
         if dead:
             self.dead_letter(dead, now_ms)
@@ -458,6 +465,10 @@ class VirtualHost:
             record = pending.pop(0)
             exchange = self.exchanges.get(record.dead_letter_exchange)
             if exchange is None:
+                if self.dead_letter_log is not None:
+                    self.dead_letter_log.append(DeadLetterEvent(
+                        record.reason, record.queue, record.dead_letter_exchange, (), [], missing_exchange=True,
+                    ))
                 continue
             message = make_dead_letter(
                 record.message,
@@ -471,13 +482,17 @@ class VirtualHost:
             names, cycles = cycle_free_queues(message, record.reason, names)
             if self.dead_letter_log is not None:
                 self.dead_letter_log.append(
-                    DeadLetterEvent(record.reason, record.queue, exchange.name, message.routing_keys, names, cycles)
+                    DeadLetterEvent(
+                        record.reason, record.queue, exchange.name, message.routing_keys, names, cycles, message,
+                    )
                 )
             for name in names:
                 queue = self.queues[name]
                 if message.properties.expiration is not None:
                     self._timed.add(queue)
-                _, more = queue.enqueue(message, now_ms)
+                accepted, more = queue.enqueue(message, now_ms)
+                if accepted and self.on_arrival is not None:
+                    self.on_arrival(name, message, now_ms)
                 pending.extend(more)
 
     # ---------------------------------------------------------- consuming

@@ -312,6 +312,8 @@ class Renderer:
             if event.queues:
                 result.append("→ ", style="green")
                 result.append(", ".join(sorted(event.queues)), style="bold green")
+            elif event.missing_exchange:
+                result.append(f"{NO} exchange '{event.exchange}' does not exist: the message is dropped", style="red")
             elif not event.dropped_cycles:
                 result.append(f"{NO} no queue: the message is dropped", style="red")
             if event.dropped_cycles:

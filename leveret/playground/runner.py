@@ -30,7 +30,7 @@ from pamqp.commands import Basic
 from bindings.model import Destination
 from exchanges.broker import Broker
 from exchanges.definitions import export_definitions, load_definitions
-from exchanges.router import ExchangeHop, RouteTrace
+from exchanges.router import ExchangeHop, RouteTrace, publish_routing_keys
 from exchanges.vhost import DeadLetterEvent, VirtualHost
 from leveret.playground.parser import (
     Bind,
@@ -54,7 +54,7 @@ from leveret.playground.parser import (
 from queues.clock import VirtualClock
 from queues.message import Message
 from queues.properties import encode_properties
-from queues.queue import Entry, Queue
+from queues.queue import Entry
 
 # ------------------------------------------------------------------ events
 
@@ -199,8 +199,7 @@ class Runner:
         self.base_dir = base_dir or Path.cwd()
         self.connection = object()  # the owner of exclusive queues
         self.arrivals: dict[str, list[Arrival]] = {}
-        self._instrumented: set[int] = set()
-        self._dead_letter_messages: dict[int, Message] = {}
+        self.vhost.on_arrival = self._arrived
         self.held: list[Delivered] = []
         self.current: Delivered | None = None
         self.last_get: GetEvent | None = None
@@ -217,7 +216,6 @@ class Runner:
         return list(self.run(parse(text, filename)))
 
     def execute(self, statement: Statement) -> Event:
-        self._instrument_queues()
         log = self.vhost.dead_letter_log
         assert log is not None
         mark = len(log)
@@ -274,35 +272,14 @@ class Runner:
     def elapsed_ms(self) -> int:
         return self.clock.now_ms() - self.start_ms
 
-    # ------------------------------------------------------ instrumenting
-    def _instrument_queues(self) -> None:
-        for queue in self.vhost.queues.values():
-            if id(queue) not in self._instrumented:
-                self._instrument(queue)
-
-    def _instrument(self, queue: Queue) -> None:
-        """Record what `queue` accepts (workaround: the core has no arrival hook)."""
-        self._instrumented.add(id(queue))
-        original = queue.enqueue
-        arrivals = self.arrivals.setdefault(queue.name, [])
-        log = self.vhost.dead_letter_log
-        dead_letter_messages = self._dead_letter_messages
-
-        def enqueue(message: Message, now_ms: int) -> Any:
-            accepted, dead = original(message, now_ms)
-            if accepted:
-                arrivals.append(Arrival(message, now_ms))
-            # The vhost logs a dead-letter hop just before enqueueing its message.
-            if log and queue.name in log[-1].queues:
-                dead_letter_messages.setdefault(id(log[-1]), message)
-            return accepted, dead
-
-        setattr(queue, "enqueue", enqueue)  # noqa: B010  instance override, see docstring
+    # ------------------------------------------------------------ arrivals
+    def _arrived(self, queue: str, message: Message, now_ms: int) -> None:
+        self.arrivals.setdefault(queue, []).append(Arrival(message, now_ms))
 
     def _hops(self, events: list[DeadLetterEvent]) -> list[DeadLetterHop]:
         hops: list[DeadLetterHop] = []
         for event in events:
-            message = self._dead_letter_messages.pop(id(event), None)
+            message = event.message
             headers = None if message is None else message.properties.headers
             trace: RouteTrace | None = None
             if event.exchange in self.vhost.exchanges:
@@ -327,7 +304,6 @@ class Runner:
             auto_delete=statement.auto_delete, arguments=dict(statement.arguments),
             owner=self.connection, now_ms=self.now_ms,
         )
-        self._instrument_queues()
         return InfoEvent(statement=statement, text=f"queue {queue.name}")
 
     def _bind(self, statement: Bind) -> Event:
@@ -395,11 +371,7 @@ class Runner:
     # ----------------------------------------------------------- messages
     def _publish(self, statement: Publish) -> Event:
         headers = dict(statement.headers)
-        routing_keys = [statement.routing_key]
-        for name in ("CC", "BCC"):
-            value = headers.get(name)
-            if isinstance(value, list):
-                routing_keys.extend(str(v) for v in value if isinstance(v, str))
+        routing_keys = list(publish_routing_keys(statement.routing_key, headers))
         # RabbitMQ removes BCC before a message is stored; CC stays.
         headers.pop("BCC", None)
         props = dict(statement.properties)
@@ -515,11 +487,7 @@ class Runner:
 
     def _explain(self, statement: Explain) -> Event:
         headers = dict(statement.headers)
-        routing_keys = [statement.routing_key]
-        for name in ("CC", "BCC"):
-            value = headers.get(name)
-            if isinstance(value, list):
-                routing_keys.extend(str(v) for v in value if isinstance(v, str))
+        routing_keys = publish_routing_keys(statement.routing_key, headers)
         trace = self.vhost.trace(statement.exchange, routing_keys, headers or None)
         return ExplainEvent(statement=statement, exchange=statement.exchange,
                             routing_keys=tuple(routing_keys), headers=headers, trace=trace)

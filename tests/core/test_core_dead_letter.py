@@ -83,7 +83,11 @@ def test_missing_or_unroutable_dead_letter_exchange_drops() -> None:
     world.reject(two)
     log = world.vhost.dead_letter_log
     assert log is not None
-    assert [(e.from_queue, e.exchange, e.queues) for e in log] == [("q2", "amq.direct", [])]
+    assert [(e.from_queue, e.exchange, e.queues, e.missing_exchange) for e in log] == [
+        ("q1", "missing", [], True),
+        ("q2", "amq.direct", [], False),
+    ]
+    assert world.vhost.queues["q1"].message_count == 0  # dropped, not kept
 
 
 def test_dead_letter_routing_key_replaces_keys_and_drops_cc() -> None:

@@ -118,3 +118,11 @@ def test_samples_render_within_80_columns(path: Path) -> None:
 )
 def test_format_duration(ms: int, text: str) -> None:
     assert format_duration(ms) == text
+
+
+def test_missing_dead_letter_exchange_is_shown_as_dropped() -> None:
+    runner = Runner()
+    events = runner.run_text('queue work dlx=nowhere\npublish "" work job\nget work\nreject work\n')
+    text = render_text(events, width=80)
+    assert "dead-lettered (rejected) from work → nowhere" in text
+    assert "exchange 'nowhere' does not exist: the message is dropped" in text
