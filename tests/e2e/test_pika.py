@@ -164,7 +164,7 @@ def test_publisher_confirms_ack_and_nack_on_reject_publish_overflow(
     with pytest.raises(pika.exceptions.NackError):
         channel.basic_publish("", queue, b"overflows")
     channel.basic_publish("", names.queue("nowhere"), b"unroutable, still acked")
-    kept, _, body = channel.basic_get(queue, auto_ack=True)
+    _, _, body = channel.basic_get(queue, auto_ack=True)
 
     assert body == b"fits"
     assert ready_count(channel, queue) == 0
