@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands, exceptions
 
-from amqp_wire import framing
+from amqp_wire import framing, methods
 from bindings.model import Destination
 from exchanges.router import publish_routing_keys
 from queues.arguments import type_name
@@ -132,6 +132,8 @@ class Channel:
             _BASIC.Consume: self._basic_consume,
             _BASIC.Cancel: self._basic_cancel,
             _BASIC.Publish: self._basic_publish,
+            methods.Publish: self._basic_publish,
+            methods.Ack: self._basic_ack,
             _BASIC.Get: self._basic_get,
             _BASIC.Ack: self._basic_ack,
             _BASIC.Nack: self._basic_nack,
@@ -146,8 +148,6 @@ class Channel:
 
     # -------------------------------------------------------------- frames
     def handle_frame(self, frame_type: int, payload: bytes) -> None:
-        from amqp_wire.connection import decode_method
-
         if self._publish is not None:
             self._content_frame(frame_type, payload)
             return
@@ -155,7 +155,13 @@ class Channel:
             raise exceptions.AMQPUnexpectedFrame(
                 "expected method frame, got non method frame instead"
             )
-        method = decode_method(payload)
+        prefix = payload[:4]
+        if prefix == methods.PUBLISH_INDEX:
+            method: Any = methods.decode_publish(payload)
+        elif prefix == methods.ACK_INDEX:
+            method = methods.decode_ack(payload)
+        else:
+            method = methods.decode_method(payload)
         handler = self._handlers.get(type(method))
         if handler is None:
             raise exceptions.AMQPCommandInvalid(f"unexpected method {method.name} on channel {self.number}")
@@ -570,7 +576,9 @@ class Channel:
         self._recover(method.requeue)
 
     def _recover(self, requeue: bool) -> None:
-        # RabbitMQ requeues in both cases: redelivery to the same consumer is not offered.
+        # RabbitMQ implements requeue=true only (redelivery to the same consumer is not offered).
+        if not requeue:
+            raise exceptions.AMQPNotImplemented("requeue=false")
         self._requeue_all(self.now())
         self._dispatch_consumed_queues()
 

@@ -29,7 +29,8 @@ from pamqp import frame as pamqp_frame
 
 from amqp_wire import framing
 from amqp_wire.channel import Channel
-from amqp_wire.errors import closing_for, erlang_binary, frame_snippet
+from amqp_wire.errors import closing_for, frame_snippet
+from amqp_wire.methods import decode_method
 from exchanges.broker import Broker
 
 log = logging.getLogger("leveret.connection")
@@ -53,7 +54,7 @@ ALLOWED: dict[State, tuple[type, ...]] = {
     State.AWAIT_SECURE_OK: (commands.Connection.SecureOk,),
     State.AWAIT_TUNE_OK: (commands.Connection.TuneOk,),
     State.AWAIT_OPEN: (commands.Connection.Open,),
-    State.OPEN: (commands.Connection.Close, commands.Connection.CloseOk),
+    State.OPEN: (commands.Connection.Close, commands.Connection.CloseOk, commands.Connection.UpdateSecret),
     State.CLOSING: (commands.Connection.Close, commands.Connection.CloseOk),
 }
 
@@ -273,6 +274,10 @@ class Connection:
             self.want_close = True
         elif isinstance(method, commands.Connection.CloseOk):
             self.want_close = True
+        elif isinstance(method, commands.Connection.UpdateSecret):
+            # RabbitMQ's extension for refreshing OAuth tokens; with passwords
+            # there is nothing to re-check, so it is acknowledged.
+            self.send_method(0, commands.Connection.UpdateSecretOk())
 
     def _start_ok(self, method: commands.Connection.StartOk) -> None:
         self.client_properties = dict(method.client_properties or {})
@@ -417,25 +422,6 @@ class Connection:
             return
         if now - self._last_sent >= self.heartbeat / 2:
             self.send(framing.HEARTBEAT_FRAME)
-
-
-def decode_method(payload: bytes) -> Any:
-    if len(payload) < 4:
-        raise exceptions.AMQPFrameError(f"{frame_snippet(framing.FRAME_METHOD, payload)}: unknown_frame")
-    index = int.from_bytes(payload[:4], "big")
-    cls: Any = commands.INDEX_MAPPING.get(index)
-    if cls is None:
-        raise exceptions.AMQPNotImplemented(
-            f"unknown method class {index >> 16} method {index & 0xFFFF}"
-        )
-    method = cls()
-    try:
-        method.unmarshal(payload[4:])
-    except Exception as error:
-        failure = exceptions.AMQPFrameError(f"cannot decode {erlang_binary(payload[4:])}")
-        failure.method_ids = (index >> 16, index & 0xFFFF)  # type: ignore[attr-defined]
-        raise failure from error
-    return method
 
 
 def _method_name(method: Any) -> str:
