@@ -41,6 +41,7 @@ from queues.properties import (
     replace_headers,
 )
 from queues.queue import Entry, Queue, parse_expiration
+from queues.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
 
 if TYPE_CHECKING:
     from amqp_wire.connection import Connection
@@ -102,6 +103,13 @@ class Channel:
         self.global_prefetch = 0
         self.confirm = False
         self.publish_seq = 0
+        # Confirms (and tx.commit-ok) waiting for the store's fsync, in order.
+        self.held_replies: ReplyGate | None = None
+        # Counts for management; folded into the broker's totals on release.
+        self.published = 0
+        self.returned_unroutable = 0
+        self.dropped_unroutable = 0
+        connection.broker.counters.channels_opened += 1
         # tx mode: publishes and settlements wait here for tx.commit.
         self.tx: list[Callable[[], None]] | None = None
         self.tx_settled: list[tuple[int, Queue, Entry, ChannelConsumer | None]] = []
@@ -258,6 +266,12 @@ class Channel:
             self.connection.broker.direct_reply_to.pop(self.reply_to_token, None)
             self.reply_to_token = None
         self.tx = None
+        counters = self.connection.broker.counters
+        counters.channels_closed += 1
+        counters.published += self.published
+        counters.confirmed += self.publish_seq if self.confirm else 0
+        counters.returned_unroutable += self.returned_unroutable
+        counters.dropped_unroutable += self.dropped_unroutable
 
     def _drop_consumer(self, consumer: ChannelConsumer, now: int) -> None:
         self.vhost.forget_observer(consumer.queue, consumer)
@@ -444,21 +458,53 @@ class Channel:
             parse_expiration(properties.expiration)
 
     def _route(self, method: _BASIC.Publish, message: Message) -> None:
+        self.published += 1
         vhost = self.vhost
+        store = self.connection.broker.store
+        before = store.position if store is not None else 0
         if method.exchange == "" and method.routing_key.startswith(DIRECT_REPLY_TO + "."):
             routed = self.connection.broker.deliver_direct_reply(method.routing_key, message)
             rejected = False
         else:
             outcome = vhost.publish(method.exchange, message, self.now())
             routed, rejected = outcome.routed, outcome.rejected
+            for name in outcome.queues:
+                queue = vhost.queues.get(name)
+                if queue is not None and queue.wants_flow_control():
+                    self.connection.flow_block(queue)
         if not routed and method.mandatory:
+            self.returned_unroutable += 1
             self.connection.send_method(self.number, _BASIC.Return(
                 reply_code=312, reply_text="NO_ROUTE", exchange=method.exchange, routing_key=method.routing_key,
             ))
             self._send_content(message)
+        elif not routed:
+            self.dropped_unroutable += 1
         if self.confirm and self.tx is None:
             tag = self.publish_seq
-            self.send(_BASIC.Nack(delivery_tag=tag) if rejected else _BASIC.Ack(delivery_tag=tag))
+            if store is not None and (store.position != before or self._replies_held()):
+                # Persistent and in a durable queue (or behind one that is): after fsync.
+                self._hold_reply(store, NACK if rejected else ACK, tag)
+            else:
+                self.send(_BASIC.Nack(delivery_tag=tag) if rejected else _BASIC.Ack(delivery_tag=tag))
+
+    def _replies_held(self) -> bool:
+        return self.held_replies is not None and bool(self.held_replies.held)
+
+    def _hold_reply(self, store: Store, kind: int, tag: int) -> None:
+        if self.held_replies is None:
+            self.held_replies = ReplyGate(store, self._send_held_reply)
+        self.held_replies.hold(store.position, kind, tag)
+
+    def _send_held_reply(self, kind: int, tag: int, multiple: bool) -> None:
+        if self.connection.channels.get(self.number) is not self:
+            return  # closed while its replies waited for the disk
+        if kind == COMMIT_OK:
+            self.send(commands.Tx.CommitOk())
+        elif kind == NACK:
+            self.send(_BASIC.Nack(delivery_tag=tag, multiple=multiple))
+        else:
+            self.send(_BASIC.Ack(delivery_tag=tag, multiple=multiple))
 
     def _send_content(self, message: Message, delivery_count: int | None = None) -> None:
         raw = message.raw_properties
@@ -548,7 +594,8 @@ class Channel:
                 self.vhost.requeue(queue, entries, now)
             else:
                 self.vhost.reject(queue, entries, now)
-        self._dispatch_consumed_queues()
+        # Freed credit is used once per read, not once per ack frame.
+        self.connection.dispatch_later(self)
 
     def _dispatch_consumed_queues(self) -> None:
         now = self.now()
@@ -560,7 +607,18 @@ class Channel:
                 self.vhost.dispatch(queue, now)
 
     def _basic_ack(self, method: _BASIC.Ack) -> None:
-        self._settle(method.delivery_tag, method.multiple, "ack")
+        if method.multiple or self.tx is not None:
+            self._settle(method.delivery_tag, method.multiple, "ack")
+            return
+        # The common case, one ack outside a transaction, without the batching.
+        item = self.unacked.pop(method.delivery_tag, None)
+        if item is None:
+            raise exceptions.AMQPPreconditionFailed(f"unknown delivery tag {method.delivery_tag}")
+        queue, entry, consumer = item
+        if consumer is not None:
+            consumer.unacked -= 1
+        self.vhost.ack(queue, [entry])
+        self.connection.dispatch_later(self)
 
     def _basic_nack(self, method: _BASIC.Nack) -> None:
         self._settle(method.delivery_tag, method.multiple, "requeue" if method.requeue else "reject")
@@ -602,12 +660,17 @@ class Channel:
             raise exceptions.AMQPPreconditionFailed("channel is not transactional")
         pending, self.tx = self.tx, None
         self.tx_settled = []
+        store = self.connection.broker.store
+        before = store.position if store is not None else 0
         try:
             for action in pending:
                 action()
         finally:
             self.tx = []
-        self.send(commands.Tx.CommitOk())
+        if store is not None and (store.position != before or self._replies_held()):
+            self._hold_reply(store, COMMIT_OK, 0)  # as RabbitMQ: commit-ok once on disk
+        else:
+            self.send(commands.Tx.CommitOk())
 
     def _tx_rollback(self, method: commands.Tx.Rollback) -> None:
         if self.tx is None:

@@ -36,6 +36,7 @@ from exchanges.broker import Broker
 log = logging.getLogger("leveret.connection")
 
 FRAME_MIN_SIZE = 4096  # frames before tune-ok may be this big (spec 4.2.3)
+FLOW_MAX_PAUSE = 0.05  # seconds a flow-control pause lasts at most
 
 
 class State(enum.Enum):
@@ -117,6 +118,12 @@ class Connection:
         self.reading_paused = False
         self.channels: dict[int, Channel] = {}
         self.closing_channels: set[int] = set()
+        # Channels whose acks freed credit during this read (insertion-ordered).
+        self._dispatch_pending: dict[Channel, None] = {}
+        # Queues that asked this publisher to pause (flow control), and when
+        # the pause ends regardless (monotonic seconds).
+        self._flow_queues: set[Any] = set()
+        self.flow_deadline: float | None = None
         settings = broker.settings
         self.channel_max = settings.channel_max
         self.frame_max = settings.frame_max
@@ -126,7 +133,10 @@ class Connection:
         self.vhost = None  # set by connection.open
         self._last_received = monotonic()
         self._last_sent = monotonic()
-        self.name = f"{peer_host}"
+        self.name = f"{peer_host}"  # the server shell sets "peer:port -> host:port"
+        self.connected_at = broker.now_ms()
+        self.close_reason: str | None = None  # for the log line when the socket goes
+        broker.counters.connections_opened += 1
 
     # ----------------------------------------------------------- output
     def send(self, data: bytes) -> None:
@@ -166,11 +176,49 @@ class Connection:
                 self._handle_frame(frame_type, channel, payload)
                 if self.want_close or self.state is State.CLOSED:
                     return
+            if self._dispatch_pending:
+                pending, self._dispatch_pending = self._dispatch_pending, {}
+                for handler in pending:
+                    if self.channels.get(handler.number) is handler:
+                        handler._dispatch_consumed_queues()
         except exceptions.AMQPError as error:
             self.close_with(error, *getattr(error, "method_ids", (0, 0)))
         except Exception as error:  # a bug must cost one connection, not the broker
             log.exception("internal error on connection %s", self.name)
             self.close_with(exceptions.AMQPInternalError(f"{type(error).__name__}: {error}"))
+
+    # ------------------------------------------------------- flow control
+    def flow_block(self, queue: Any) -> None:
+        """A queue we publish to is falling behind its consumers: stop reading for now."""
+        if queue not in self._flow_queues:
+            self._flow_queues.add(queue)
+            queue.flow_waiters.add(self)
+        if self.flow_deadline is None:
+            self.flow_deadline = self.monotonic() + FLOW_MAX_PAUSE
+        self.reading_paused = True
+
+    def flow_resume(self, queue: Any) -> None:
+        self._flow_queues.discard(queue)
+        if not self._flow_queues:
+            self._end_flow_pause()
+
+    def flow_expired(self, now: float) -> None:
+        """The shell's timer: a pause never outlasts FLOW_MAX_PAUSE."""
+        if self.flow_deadline is not None and now >= self.flow_deadline:
+            for queue in self._flow_queues:
+                queue.flow_waiters.discard(self)
+            self._flow_queues.clear()
+            self._end_flow_pause()
+
+    def _end_flow_pause(self) -> None:
+        self.flow_deadline = None
+        if self.reading_paused:
+            self.reading_paused = False
+            self.on_output()  # the shell resumes reading when it flushes
+
+    def dispatch_later(self, channel: Channel) -> None:
+        """Deliver with the credit `channel` freed once the current read is done."""
+        self._dispatch_pending[channel] = None
 
     def _read_protocol_header(self) -> bool:
         header = self.reader.take(8)
@@ -269,6 +317,7 @@ class Connection:
         elif isinstance(method, commands.Connection.Open):
             self._open(method)
         elif isinstance(method, commands.Connection.Close):
+            self.close_reason = f"client closed: {method.reply_code} {method.reply_text}"
             self._shutdown_channels()
             self.send_method(0, commands.Connection.CloseOk())
             self.want_close = True
@@ -337,6 +386,10 @@ class Connection:
         self.vhost = self.broker.vhost(method.virtual_host)  # type: ignore[assignment]
         self.state = State.OPEN
         self.send_method(0, commands.Connection.OpenOk())
+        log.info("connection opened", extra={
+            "event": "connection_opened", "connection": self.name, "user": self.user,
+            "vhost": method.virtual_host, "client": _client_name(self.client_properties),
+        })
 
     # ------------------------------------------------------------ closing
     def close_with(self, error: exceptions.AMQPError, class_id: int = 0, method_id: int = 0) -> None:
@@ -344,6 +397,7 @@ class Connection:
         if self.state in (State.CLOSING, State.CLOSED) or self.want_close:
             return
         closing = closing_for(error)
+        self.close_reason = closing.reply_text
         self._shutdown_channels()
         if self.state is State.AWAIT_HEADER:
             self.want_close = True
@@ -358,7 +412,10 @@ class Connection:
         self.state = State.CLOSING
         if self.reader.buffered > 0:
             self.reader = framing.FrameReader(self.frame_max)
-        log.info("closing connection %s: %s", self.name, closing.reply_text)
+        log.info("closing connection", extra={
+            "event": "connection_error", "connection": self.name, "code": closing.reply_code,
+            "text": closing.reply_text, "class_id": class_id, "method_id": method_id,
+        })
 
     def channel_error(self, channel: int, error: exceptions.AMQPError, class_id: int, method_id: int) -> None:
         """A soft error: close this channel only (hard ones close the connection)."""
@@ -366,6 +423,10 @@ class Connection:
         if closing.connection:
             self.close_with(error, class_id, method_id)
             return
+        log.info("closing channel", extra={
+            "event": "channel_error", "connection": self.name, "channel": channel,
+            "code": closing.reply_code, "text": closing.reply_text, "class_id": class_id, "method_id": method_id,
+        })
         handler = self.channels.pop(channel, None)
         if handler is not None:
             handler.release()
@@ -393,11 +454,21 @@ class Connection:
             self.vhost.owner_closed(self)
 
     def connection_lost(self) -> None:
+        for queue in self._flow_queues:
+            queue.flow_waiters.discard(self)
+        self._flow_queues.clear()
         if self.state is State.CLOSED:
             return
         self._shutdown_channels()
         self.state = State.CLOSED
         self._out.clear()
+        self._closed(self.close_reason or "client unexpectedly closed TCP connection")
+
+    def _closed(self, reason: str) -> None:
+        self.broker.counters.connections_closed += 1
+        log.info("connection closed", extra={
+            "event": "connection_closed", "connection": self.name, "user": self.user, "reason": reason,
+        })
 
     def server_shutdown(self) -> None:
         if self.state is State.OPEN:
@@ -414,14 +485,25 @@ class Connection:
         if not self.heartbeat or self.state is State.CLOSED:
             return
         if now - self._last_received > 2 * self.heartbeat:
-            log.info("closing connection %s: missed heartbeats from client, timeout: %ss", self.name, self.heartbeat)
             self._shutdown_channels()
             self.state = State.CLOSED
+            self._closed(f"missed heartbeats from client, timeout: {self.heartbeat}s")
             self.want_close = True
             self.on_output()
             return
         if now - self._last_sent >= self.heartbeat / 2:
             self.send(framing.HEARTBEAT_FRAME)
+
+
+def _client_name(properties: dict[str, Any]) -> str:
+    """What the client calls itself: its connection_name, else its product."""
+    for key in ("connection_name", "product"):
+        value = properties.get(key)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _method_name(method: Any) -> str:

@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 # Write-buffer watermarks per socket. Above HIGH asyncio calls pause_writing;
 # we only record it for now (holding back deliveries is a later issue).
+FAIR_READ_BYTES = 65536  # a read this big means the peer has more waiting
 WRITE_BUFFER_HIGH = 1 << 20
 WRITE_BUFFER_LOW = 1 << 18
 
@@ -56,6 +57,7 @@ class WireConnection(Protocol):
 
     want_close: bool
     reading_paused: bool
+    name: str
 
     def receive_data(self, data: bytes) -> None: ...
     def data_to_send(self) -> bytes: ...
@@ -105,6 +107,8 @@ class _WireProtocol(asyncio.Protocol):
             log.exception("cannot set up a connection from %s", peer_host)
             transport.abort()
             return
+        # RabbitMQ's connection name, as its logs and management API show it.
+        self.connection.name = f"{_address(peer)} -> {_address(transport.get_extra_info('sockname'))}"
         self.server.protocols.add(self)
         self.on_output()
 
@@ -123,6 +127,17 @@ class _WireProtocol(asyncio.Protocol):
         self._arm_heartbeat()
         self.on_output()
         self.server.deadlines_changed()
+        if len(data) >= FAIR_READ_BYTES and not self._reading_paused:
+            # uvloop (libuv) keeps reading a busy socket up to 32 times per loop
+            # pass: a flooding publisher then starves every other connection
+            # (consumers' acks wait ~1 s). Yield the loop after each big read.
+            self.transport.pause_reading()
+            self.loop.call_soon(self._resume_after_yield)
+
+    def _resume_after_yield(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not self._reading_paused:
+            transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; connection_lost follows
@@ -160,6 +175,11 @@ class _WireProtocol(asyncio.Protocol):
         connection, transport = self.connection, self.transport
         if connection is None or transport is None or transport.is_closing():
             return
+        store = self.server.broker.store
+        if store is not None and store.write_pending:
+            # Delivered flags and topology reach the page cache before the
+            # client can see them, so a kill -9 cannot forget them.
+            store.write_through()
         data = connection.data_to_send()
         if data:
             transport.write(data)
@@ -176,8 +196,18 @@ class _WireProtocol(asyncio.Protocol):
             self._reading_paused = connection.reading_paused
             if self._reading_paused:
                 transport.pause_reading()
+                deadline = getattr(connection, "flow_deadline", None)
+                if deadline is not None:
+                    self.loop.call_later(max(0.0, deadline - time.monotonic()), self._flow_timer)
             else:
                 transport.resume_reading()
+
+    def _flow_timer(self) -> None:
+        expired = getattr(self.connection, "flow_expired", None)  # optional in the protocol
+        if expired is None:
+            return
+        expired(time.monotonic())
+        self._sync_reading()
 
     # --------------------------------------------------------- heartbeat
     def _arm_heartbeat(self) -> None:
@@ -288,6 +318,12 @@ class Server:
         # port 0 each gets its own port, and we report the first.
         bound = sockets[0].getsockname() if sockets else (host, port)
         self.host, self.port = bound[0], bound[1]
+        store = self.broker.store
+        if store is not None:
+            # The store's writer thread fsyncs; each sync comes back here, on the
+            # loop, to release the publisher confirms it covers.
+            loop = self._loop
+            store.start(lambda: loop.call_soon_threadsafe(self._store_synced))
         self.deadlines_changed()
         return self.host, self.port
 
@@ -314,6 +350,17 @@ class Server:
         await self._listener.wait_closed()
         self._cancel_timer()
         self._listener = None
+        if self.broker.store is not None:
+            self.broker.store.stop()  # a last fsync; the owner closes the store
+
+    def _store_synced(self) -> None:
+        store = self.broker.store
+        if store is None:
+            return
+        try:
+            store.completed()
+        except Exception:
+            log.exception("internal error while releasing publisher confirms")
 
     # ------------------------------------------------------------ timers
     def deadlines_changed(self) -> None:
@@ -361,6 +408,12 @@ class Server:
             return fn(self.broker)
         finally:
             self.deadlines_changed()
+
+
+def _address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address or "")
 
 
 def is_address_in_use(error: OSError) -> bool:

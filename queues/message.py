@@ -10,7 +10,7 @@ anew.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pamqp.commands import Basic
@@ -30,7 +30,6 @@ class Message:
     routing_keys: tuple[str, ...] = ()
     # Set by the broker: a persistent message bound for durable storage.
     message_id: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.routing_keys:

@@ -20,7 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
-import bisect
+import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +30,10 @@ from pamqp import exceptions
 
 from queues.arguments import MAX_EXPIRY_MS, QueueArguments, parse_queue_arguments
 from queues.message import Message
+
+
+def _seq(entry: Entry) -> int:
+    return entry.seq
 
 
 class Entry:
@@ -60,6 +64,18 @@ class DeadLetter:
     dead_letter_routing_key: str | None
 
 
+# Publisher back-pressure, RabbitMQ's credit flow approximated by backlog: a
+# queue that has consumers and more ready messages than FLOW_HIGH asks its
+# publishers to pause reading until it is down to FLOW_LOW (the frontend also
+# bounds the pause, so a stuck consumer only slows publishers, never stops them).
+FLOW_HIGH = 5000
+FLOW_LOW = 2500
+
+
+class FlowWaiter(Protocol):
+    def flow_resume(self, queue: Queue) -> None: ...
+
+
 class Consumer(Protocol):
     """What a queue delivers to (a channel's subscription)."""
 
@@ -70,6 +86,16 @@ class Consumer(Protocol):
     def has_credit(self) -> bool: ...
 
     def deliver(self, queue: Queue, entry: Entry) -> None: ...
+
+
+class QueueJournal(Protocol):
+    """Told every change to a durable queue's entries (queues.store persists them)."""
+
+    def enqueued(self, entry: Entry) -> None: ...
+    def delivered(self, entry: Entry, no_ack: bool) -> None: ...
+    def requeued(self, entry: Entry) -> None: ...
+    def removed(self, entry: Entry) -> None: ...
+    def purged(self, entries: Iterable[Entry]) -> None: ...
 
 
 def parse_expiration(expiration: str) -> int:
@@ -132,11 +158,17 @@ class Queue:
         self._seq = 0
         self.consumers: list[Consumer] = []
         self.exclusive_consumer: Consumer | None = None
+        self.flow_waiters: set[FlowWaiter] = set()
         self.had_consumers = False
         self.last_used_ms = now_ms
         self.deleted = False
         # Statistics for management and metrics.
         self.stats = {"published": 0, "delivered": 0, "acked": 0, "redelivered": 0, "dead_lettered": 0}
+        # (reason, has a dead-letter exchange) -> messages that left for it; without
+        # an exchange they are dropped (RabbitMQ's dead_letter_strategy "disabled").
+        self.dead_letter_counts: dict[tuple[str, bool], int] = {}
+        # Set by the store on durable queues: every entry event goes to it.
+        self.journal: QueueJournal | None = None
 
     # ----------------------------------------------------------------- counts
     @property
@@ -179,6 +211,8 @@ class Queue:
                     self._dead_letter_into(dead, message, "maxlen")
                 return False, dead
         entry = self._new_entry(message, now_ms)
+        if self.journal is not None:
+            self.journal.enqueued(entry)
         if not self._ready_count:
             consumer = self._next_consumer()
             if consumer is not None:
@@ -220,6 +254,8 @@ class Queue:
     def _enforce_drop_head(self, dead: list[DeadLetter]) -> None:
         while self._ready_count and self._over_limit():
             entry = self._pop_head()
+            if self.journal is not None:
+                self.journal.removed(entry)
             self._dead_letter_into(dead, entry.message, "maxlen")
 
     # --------------------------------------------------------------- delivery
@@ -243,6 +279,8 @@ class Queue:
                 entry = level.popleft()
                 self._ready_count -= 1
                 self._ready_bytes -= len(entry.message.body)
+                if self.journal is not None:
+                    self.journal.removed(entry)
                 self._dead_letter_into(dead, entry.message, "expired")
 
     def _next_consumer(self) -> Consumer | None:
@@ -281,7 +319,18 @@ class Queue:
                 self._drop_expired_heads(now_ms, dead)
                 continue
             self._deliver(consumer, self._pop_head())
+        if self.flow_waiters and self._ready_count <= FLOW_LOW:
+            self.release_flow()
         return dead
+
+    def wants_flow_control(self) -> bool:
+        """Publishers should pause: consumers are here but falling behind."""
+        return self._ready_count > FLOW_HIGH and bool(self.consumers)
+
+    def release_flow(self) -> None:
+        waiters, self.flow_waiters = self.flow_waiters, set()
+        for waiter in waiters:
+            waiter.flow_resume(self)
 
     def _deliver(self, consumer: Consumer, entry: Entry) -> None:
         self._hand_out(entry, no_ack=consumer.no_ack)
@@ -295,6 +344,8 @@ class Queue:
             self.stats["redelivered"] += 1
         if not no_ack:
             self._unacked += 1
+        if self.journal is not None:
+            self.journal.delivered(entry, no_ack)
 
     def get(self, now_ms: int, no_ack: bool) -> tuple[Entry | None, list[DeadLetter]]:
         """basic.get: the head message, skipping (and dead-lettering) expired ones."""
@@ -312,24 +363,37 @@ class Queue:
 
     # ------------------------------------------------------ settling unacked
     def ack(self, entries: Iterable[Entry]) -> None:
-        for _ in entries:
+        journal = self.journal
+        for entry in entries:
             self._unacked -= 1
             self.stats["acked"] += 1
+            if journal is not None:
+                journal.removed(entry)
 
     def requeue(self, entries: Iterable[Entry], now_ms: int) -> list[DeadLetter]:
         """Return unacked entries to their original place; over x-delivery-limit they dead-letter."""
         dead: list[DeadLetter] = []
         limit = self.args.delivery_limit
-        for entry in sorted(entries, key=lambda e: e.seq):
+        returning: dict[int, list[Entry]] = {}
+        journal = self.journal
+        for entry in sorted(entries, key=_seq):
             self._unacked -= 1
             if self.deleted:
+                if journal is not None:
+                    journal.removed(entry)
                 continue
             entry.redelivered = True
             entry.delivery_count += 1
             if limit is not None and entry.delivery_count > limit:
+                if journal is not None:
+                    journal.removed(entry)
                 self._dead_letter_into(dead, entry.message, "delivery_limit")
                 continue
-            self._insert_by_seq(entry)
+            if journal is not None:
+                journal.requeued(entry)
+            returning.setdefault(entry.priority, []).append(entry)
+        for priority, batch in returning.items():
+            self._insert_by_seq(priority, batch)
         # RabbitMQ's requeue_and_run: drop over the limit, then what expired
         # while it was out (its deadline stands), then deliver.
         self._enforce_drop_head(dead)
@@ -337,23 +401,27 @@ class Queue:
         dead.extend(self.dispatch(now_ms))
         return dead
 
-    def _insert_by_seq(self, entry: Entry) -> None:
-        level = self._ready[entry.priority]
-        if not level or level[0].seq > entry.seq:
-            level.appendleft(entry)
-        elif level[-1].seq < entry.seq:
-            level.append(entry)
-        else:
-            seqs = [e.seq for e in level]
-            level.insert(bisect.bisect_left(seqs, entry.seq), entry)
-        self._ready_count += 1
-        self._ready_bytes += len(entry.message.body)
+    def _insert_by_seq(self, priority: int, batch: list[Entry]) -> None:
+        """Put `batch` (ascending seq) back in sequence order: usually all before the head."""
+        level = self._ready[priority]
+        if not level or batch[-1].seq < level[0].seq:
+            level.extendleft(reversed(batch))
+        elif batch[0].seq > level[-1].seq:
+            level.extend(batch)
+        else:  # interleaved: one linear merge, not one scan per entry
+            merged = list(heapq.merge(level, batch, key=_seq))
+            level.clear()
+            level.extend(merged)
+        self._ready_count += len(batch)
+        self._ready_bytes += sum(len(entry.message.body) for entry in batch)
 
     def reject(self, entries: Iterable[Entry]) -> list[DeadLetter]:
         """Rejected or nacked without requeue: dead-letter with reason `rejected`."""
         dead: list[DeadLetter] = []
         for entry in entries:
             self._unacked -= 1
+            if self.journal is not None:
+                self.journal.removed(entry)
             if not self.deleted:
                 self._dead_letter_into(dead, entry.message, "rejected")
         return dead
@@ -396,6 +464,8 @@ class Queue:
         self.had_consumers = True
 
     def remove_consumer(self, consumer: Consumer, now_ms: int) -> None:
+        if self.flow_waiters and len(self.consumers) <= 1:
+            self.release_flow()
         if consumer in self.consumers:
             self.consumers.remove(consumer)
         if self.exclusive_consumer is consumer:
@@ -407,7 +477,11 @@ class Queue:
 
     # ------------------------------------------------------------ lifecycle
     def purge(self) -> int:
+        if self.flow_waiters:
+            self.release_flow()
         count = self._ready_count
+        if self.journal is not None and count:
+            self.journal.purged(self.ready_entries())
         for level in self._ready:
             level.clear()
         self._ready_count = 0
@@ -419,8 +493,25 @@ class Queue:
         self.deleted = True
         return self.purge()
 
+    def restore(self, entries: Iterable[Entry]) -> list[DeadLetter]:
+        """Entries recovered from the store, in seq order, ready again; those
+        already over x-delivery-limit dead-letter as a requeue would make them."""
+        dead: list[DeadLetter] = []
+        limit = self.args.delivery_limit
+        for entry in entries:
+            self._seq = max(self._seq, entry.seq)
+            if limit is not None and entry.delivery_count > limit:
+                if self.journal is not None:
+                    self.journal.removed(entry)
+                self._dead_letter_into(dead, entry.message, "delivery_limit")
+                continue
+            self._push(entry)
+        return dead
+
     def _dead_letter_into(self, dead: list[DeadLetter], message: Message, reason: str) -> None:
         exchange = self.args.dead_letter_exchange
+        key = (reason, exchange is not None)
+        self.dead_letter_counts[key] = self.dead_letter_counts.get(key, 0) + 1
         if exchange is None:
             return
         self.stats["dead_lettered"] += 1

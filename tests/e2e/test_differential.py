@@ -71,6 +71,16 @@ async def error_of(channel_factory: Callable[[], Awaitable[aio_pika.abc.Abstract
     return "ok"
 
 
+async def get_eventually(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
+    """RabbitMQ dead-letters asynchronously: poll briefly for the message."""
+    for _ in range(100):
+        message = await queue.get(no_ack=True, fail=False)
+        if message is not None:
+            return message
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing arrived in {queue.name}")
+
+
 async def routing_scenario(connection: aio_pika.abc.AbstractConnection, prefix: str, seen: list[Any]) -> None:
     channel = await connection.channel()
     topic = await channel.declare_exchange(f"{prefix}.topic", ExchangeType.TOPIC, auto_delete=True)
@@ -200,7 +210,7 @@ async def dead_letter_scenario(connection: aio_pika.abc.AbstractConnection, pref
     message = await work.get(timeout=2)
     seen.append(("redelivered", message.redelivered))
     await message.reject(requeue=False)
-    died = await parked.get(timeout=2, no_ack=True)
+    died = await get_eventually(parked)
     headers = dict(died.headers)
     for death in headers["x-death"]:
         death.pop("time")
