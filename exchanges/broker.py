@@ -32,6 +32,21 @@ class BrokerSettings:
     loopback_users: tuple[str, ...] = ("guest",)
 
 
+@dataclass(slots=True)
+class BrokerCounters:
+    """Totals since start, for management and metrics. The frontend increments
+    them where things happen; a closing channel folds its own counts in here."""
+
+    connections_opened: int = 0
+    connections_closed: int = 0
+    channels_opened: int = 0
+    channels_closed: int = 0
+    published: int = 0
+    confirmed: int = 0
+    returned_unroutable: int = 0
+    dropped_unroutable: int = 0
+
+
 class Broker:
     def __init__(self, clock: Clock | None = None, settings: BrokerSettings | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
@@ -40,6 +55,7 @@ class Broker:
         # Direct reply-to: token -> (channel, consumer tag). The channel is the
         # frontend's; the core only hands it the message.
         self.direct_reply_to: dict[str, tuple[Any, str]] = {}
+        self.counters = BrokerCounters()
 
     def vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)

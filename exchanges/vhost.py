@@ -17,6 +17,7 @@ turns them into channel or connection closes.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ import exchanges.direct  # noqa: F401,E402  isort: skip
 import exchanges.fanout  # noqa: F401,E402  isort: skip
 import exchanges.headers  # noqa: F401,E402  isort: skip
 import exchanges.topic  # noqa: F401,E402  isort: skip
+
+log = logging.getLogger("leveret.vhost")
 
 PREDECLARED = (
     ("amq.direct", "direct"),
@@ -116,6 +119,12 @@ class VirtualHost:
         # (the playground's record of arrivals); None on the broker's hot path.
         self.on_arrival: Callable[[str, Message, int], None] | None = None
         self._timed: set[Queue] = set()
+        # Totals for management and metrics: counters of deleted queues are kept
+        # here so that totals never go backwards.
+        self.queues_created = 0
+        self.queues_deleted = 0
+        self.removed_queue_stats: dict[str, int] = {}
+        self.removed_dead_letter_counts: dict[tuple[str, bool], int] = {}
         self.exchanges[DEFAULT_EXCHANGE] = Exchange(DEFAULT_EXCHANGE, base.REGISTRY["direct"], durable=True)
         for exchange_name, kind_name in PREDECLARED:
             self.exchanges[exchange_name] = Exchange(exchange_name, base.REGISTRY[kind_name], durable=True)
@@ -290,6 +299,7 @@ class VirtualHost:
             now_ms=now_ms,
         )
         self.queues[name] = queue
+        self.queues_created += 1
         if queue.args.message_ttl is not None or queue.args.expires is not None:
             self._timed.add(queue)
         return queue
@@ -321,7 +331,8 @@ class VirtualHost:
         assert_equivalent(queue.arguments, arguments, queue.name, self.name)
 
     def delete_queue(
-        self, name: str, *, if_unused: bool = False, if_empty: bool = False, owner: object | None = None
+        self, name: str, *, if_unused: bool = False, if_empty: bool = False, owner: object | None = None,
+        reason: str = "deleted",
     ) -> int:
         queue = self.queues.get(name)
         if queue is None:
@@ -332,14 +343,24 @@ class VirtualHost:
             raise exceptions.AMQPPreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")
         if if_unused and queue.consumers:
             raise exceptions.AMQPPreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
-        return self._remove_queue(queue)
+        return self._remove_queue(queue, reason)
 
-    def _remove_queue(self, queue: Queue) -> int:
+    def _remove_queue(self, queue: Queue, reason: str = "deleted") -> int:
+        """`reason` is for the log: deleted, auto_delete, expired, owner_closed, or the caller's."""
         if self.queues.get(queue.name) is not queue:
             return 0
         del self.queues[queue.name]
         self._timed.discard(queue)
         count = queue.mark_deleted()
+        self.queues_deleted += 1
+        for key, value in queue.stats.items():
+            self.removed_queue_stats[key] = self.removed_queue_stats.get(key, 0) + value
+        for reason_key, value in queue.dead_letter_counts.items():
+            self.removed_dead_letter_counts[reason_key] = self.removed_dead_letter_counts.get(reason_key, 0) + value
+        log.info("queue deleted", extra={
+            "event": "queue_deleted", "vhost": self.name, "queue": queue.name, "reason": reason,
+            "messages": count,
+        })
         for binding in list(self._bindings_to.get(Destination.queue(queue.name), ())):
             self._remove_binding(binding, cascade=True)
         for observer in list(self.observers.pop(queue, ())):
@@ -353,7 +374,7 @@ class VirtualHost:
     def owner_closed(self, owner: object) -> None:
         """A connection went away: its exclusive queues go with it."""
         for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
-            self._remove_queue(queue)
+            self._remove_queue(queue, "owner_closed")
 
     # ---------------------------------------------------------- bindings
     def bind(
@@ -513,7 +534,7 @@ class VirtualHost:
     def cancel(self, queue: Queue, consumer: Consumer, now_ms: int) -> None:
         queue.remove_consumer(consumer, now_ms)
         if queue.auto_delete and not queue.consumers and queue.had_consumers:
-            self._remove_queue(queue)
+            self._remove_queue(queue, "auto_delete")
         elif queue.consumers and not queue.deleted:
             # With a single active consumer the next one takes over now.
             self.dispatch(queue, now_ms)
@@ -587,7 +608,7 @@ class VirtualHost:
                     self.dead_letter(dead, now_ms)
                 expiry = queue.expiry_deadline()
                 if expiry is not None and expiry <= now_ms:
-                    self._remove_queue(queue)
+                    self._remove_queue(queue, "expired")
 
 
 def _typed_value(table: Mapping[str, Any], name: str) -> str:

@@ -6,6 +6,10 @@ Installed with leveret (entry point `pytest11: leveret`), it provides:
   fresh for each test. `.url`, `.host`, `.port`; `.call(fn)` runs `fn(broker)`
   on the server's thread and returns its result, the safe way to look inside.
 - `leveret_url`: just its URL, "amqp://guest:guest@127.0.0.1:PORT/".
+- `leveret_management`: the broker with its management HTTP API and /metrics
+  on a free port (off in the fixtures above): `.url` is "http://127.0.0.1:PORT",
+  `.broker_thread` the `ServerThread`, `.management` the rates and totals
+  (`.management.sample()` takes a sample now).
 
 The server always runs on its own event loop in a background thread, so the
 same fixtures serve synchronous tests (pika, kombu) and async ones
@@ -27,6 +31,7 @@ import pytest
 
 if TYPE_CHECKING:
     from amqp_wire.server import ServerThread
+    from leveret.management import ManagementServer
 
 
 @pytest.fixture
@@ -42,3 +47,14 @@ def leveret_broker() -> Iterator[ServerThread]:
 @pytest.fixture
 def leveret_url(leveret_broker: ServerThread) -> str:
     return leveret_broker.url
+
+
+@pytest.fixture
+def leveret_management(leveret_broker: ServerThread) -> Iterator[ManagementServer]:
+    from leveret.management import attach, detach
+
+    running = attach(leveret_broker)
+    try:
+        yield running
+    finally:
+        detach(leveret_broker, running)

@@ -1,0 +1,122 @@
+"""Observability and management: RabbitMQ's HTTP API, Prometheus metrics, structured logs.
+
+    server = Server(broker)                      # amqp_wire.server
+    await server.start("127.0.0.1", 5672)
+    management = ManagementServer(server)
+    await management.start("127.0.0.1", 15672)  # /api/..., /metrics
+
+`ManagementServer` runs on the AMQP server's event loop (start it from a
+coroutine on that loop). `attach(server_thread)` does the same for a
+`ServerThread` from another thread (the pytest plugin's `leveret_management`).
+
+Modules: `http` (a small asyncio HTTP/1.1 server), `api` (the JSON shapes),
+`metrics` (prometheus-client, imported on the first scrape), `core` (totals,
+rates, dead-letter storm watch), `auth` (basic auth), `logs` (one line per
+event), `ctl` (`leveret ctl`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from leveret.management.api import Api
+from leveret.management.core import SAMPLE_INTERVAL, STORM_RATE, Management
+from leveret.management.http import HttpServer, Request, Response
+
+if TYPE_CHECKING:
+    from amqp_wire.server import Server, ServerThread
+
+__all__ = ["Management", "ManagementServer", "attach"]
+
+
+class ManagementServer:
+    def __init__(self, server: Server, *, sample_interval: float = SAMPLE_INTERVAL,
+                 storm_rate: float = STORM_RATE) -> None:
+        self.server = server
+        self.management = Management(server.broker, server, sample_interval=sample_interval,
+                                     storm_rate=storm_rate)
+        self.api = Api(self.management)
+        self.http = HttpServer(self.handle)
+        self._registry: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.broker_thread: ServerThread | None = None  # set by `attach`
+
+    @property
+    def host(self) -> str:
+        return self.http.host
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    @property
+    def url(self) -> str:
+        """http://HOST:PORT, where /api and /metrics are."""
+        return self.http.url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 15672, *, listen: bool = True) -> tuple[str, int]:
+        """Start sampling and (unless `listen` is False) the HTTP listener; port 0 picks a free one."""
+        m = self.management
+        if listen:
+            bound = await self.http.start(host, port)
+            m.listeners = [("amqp", self.server.host, self.server.port), ("http", bound[0], bound[1])]
+        else:
+            bound = ("", 0)
+            m.listeners = [("amqp", self.server.host, self.server.port)]
+        m.sample()
+        self._schedule()
+        return bound
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.http.stop()
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.management.sample_interval, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self.management.sample()
+        finally:
+            self._schedule()
+
+    # ------------------------------------------------------------ routing
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        if path == "/metrics" or path == "/metrics/":
+            return self.metrics(request)
+        if path == "/api" or path.startswith("/api/"):
+            return self.api.handle(request)
+        if path == "/":
+            text = b"leveret management: the RabbitMQ HTTP API under /api, Prometheus metrics at /metrics\n"
+            return Response(200, text, "text/plain; charset=utf-8")
+        return Response(404, b'{"error":"Object Not Found","reason":"Not Found"}', "application/json")
+
+    def metrics(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, headers=(("allow", "GET, HEAD"),))
+        from leveret.management import metrics  # prometheus-client loads on the first scrape
+
+        if self._registry is None:
+            self._registry = metrics.registry_for(self.management)
+        body, content_type = metrics.render(self._registry, request.header("accept"))
+        return Response(200, body, content_type)
+
+
+def attach(thread: ServerThread, host: str = "127.0.0.1", port: int = 0, *,
+           sample_interval: float = SAMPLE_INTERVAL, timeout: float = 10.0) -> ManagementServer:
+    """Start a ManagementServer on a running ServerThread's loop; stop it with `detach`."""
+    management = ManagementServer(thread.server, sample_interval=sample_interval)
+    management.broker_thread = thread
+    loop = thread.call(lambda _: asyncio.get_running_loop())
+    asyncio.run_coroutine_threadsafe(management.start(host, port), loop).result(timeout)
+    return management
+
+
+def detach(thread: ServerThread, management: ManagementServer, timeout: float = 10.0) -> None:
+    loop = thread.call(lambda _: asyncio.get_running_loop())
+    asyncio.run_coroutine_threadsafe(management.stop(), loop).result(timeout)

@@ -1,0 +1,68 @@
+"""Who may use the management API: HTTP basic auth against the broker's users.
+
+One function decides, `authenticate`, so that users, tags and per-vhost
+permissions can be added here later without touching the HTTP layer. Today
+every user of `BrokerSettings.users` is an administrator, and the users in
+`loopback_users` (guest) may only log in from the loopback interface, as in
+RabbitMQ (`loopback_users` applies to the management plugin too).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from exchanges.broker import Broker
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    tags: tuple[str, ...] = ("administrator",)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Why a request was refused: 401 with RabbitMQ's error and reason."""
+
+    reason: str
+    error: str = "not_authorized"
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith(("127.", "::ffff:127."))
+
+
+def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """(user, password) from an `Authorization: Basic ...` header, None if absent or malformed."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def authenticate(broker: Broker, authorization: str | None, peer_host: str,
+                 *, method: str = "GET", vhost: str | None = None) -> User | Refused | None:
+    """The user making a request, a refusal, or None when no credentials came.
+
+    `method` and `vhost` say what the request wants to do, for the
+    permission checks a richer user model will make here.
+    """
+    credentials = basic_credentials(authorization)
+    if credentials is None:
+        return None
+    name, password = credentials
+    users = broker.settings.users
+    if name not in users or users[name] != password:
+        return Refused("Login failed")
+    if name in broker.settings.loopback_users and not _is_loopback(peer_host):
+        return Refused("User can only log in via localhost")
+    return User(name)
