@@ -67,6 +67,8 @@ DEFAULT_EXCHANGE_ALIAS = "amq.default"
 JSON = "application/json"
 
 _NOT_FOUND = {"error": "Object Not Found", "reason": "Not Found"}
+# Paths whose second segment names a vhost (what a permission check needs).
+_VHOST_SCOPED = frozenset({"queues", "exchanges", "bindings", "consumers", "definitions", "vhosts"})
 
 
 class HttpError(Exception):
@@ -182,8 +184,9 @@ class Api:
         if raw[-1:] == [""]:
             raw = raw[:-1]
         segments = [unquote(part) for part in raw[2:]]  # after "", "api"
+        scoped = len(segments) > 1 and segments[0] in _VHOST_SCOPED
         user = auth.authenticate(self.m.broker, request.header("authorization"), request.peer_host,
-                                 method=request.method, vhost=segments[1] if len(segments) > 1 else None)
+                                 method=request.method, vhost=segments[1] if scoped else None)
         if user is None:
             return Response(401, headers=(("www-authenticate", 'Basic realm="leveret management"'),))
         if isinstance(user, auth.Refused):

@@ -171,19 +171,21 @@ class HttpServer:
         length_text = headers.get("content-length")
         if not chunked and not length_text:
             return b""
+        length = 0
+        if not chunked:
+            try:
+                length = int(length_text or "0")
+            except ValueError:
+                raise _BadRequest(400, "bad content-length") from None
+            if length < 0:
+                raise _BadRequest(400, "bad content-length")
+            if length > self.max_body:
+                raise _BadRequest(413, "request body too large")
         if headers.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
         if chunked:
             return await self._chunked(reader)
-        try:
-            length = int(length_text or "0")
-        except ValueError:
-            raise _BadRequest(400, "bad content-length") from None
-        if length < 0:
-            raise _BadRequest(400, "bad content-length")
-        if length > self.max_body:
-            raise _BadRequest(413, "request body too large")
         return await asyncio.wait_for(reader.readexactly(length), self.idle_timeout)
 
     async def _chunked(self, reader: asyncio.StreamReader) -> bytes:
@@ -213,7 +215,9 @@ def _head(status: int, length: int, content_type: str | None, headers: tuple[tup
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Unknown"
-    lines = [f"HTTP/1.1 {status} {phrase}", f"content-length: {length}", "server: leveret"]
+    lines = [f"HTTP/1.1 {status} {phrase}", "server: leveret"]
+    if status not in (204, 304):  # these never have a body, nor its length (RFC 9110)
+        lines.append(f"content-length: {length}")
     if content_type:
         lines.append(f"content-type: {content_type}")
     lines.extend(f"{name}: {value}" for name, value in headers)

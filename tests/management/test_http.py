@@ -117,3 +117,24 @@ def test_head_answers_without_a_body(leveret_management: ManagementServer) -> No
 def test_root_and_unknown_paths(http: Http) -> None:
     assert http.request("GET", "/", user=None).status == 200
     assert http.request("GET", "/elsewhere", user=None).status == 404
+
+
+def test_a_body_over_the_limit_is_refused_before_100_continue(leveret_management: ManagementServer) -> None:
+    request = (b"POST /api/definitions HTTP/1.1\r\nHost: x\r\nAuthorization: " + GUEST.encode()
+               + b"\r\nContent-Length: 999999999999\r\nExpect: 100-continue\r\n\r\n")
+
+    answer = raw_exchange(leveret_management.port, request)
+
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_no_content_has_no_length(leveret_management: ManagementServer) -> None:
+    request = (b"PUT /api/queues/%2F/q HTTP/1.1\r\nHost: x\r\nAuthorization: " + GUEST.encode()
+               + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    again = request
+
+    answer = raw_exchange(leveret_management.port, request) + raw_exchange(leveret_management.port, again)
+
+    first, second = answer.split(b"\r\n\r\n")[:2]
+    assert first.startswith(b"HTTP/1.1 201 Created") and b"content-length: 0" in first
+    assert second.startswith(b"HTTP/1.1 204 No Content") and b"content-length" not in second

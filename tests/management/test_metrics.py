@@ -149,3 +149,13 @@ def test_store_fsync_latency_when_the_broker_has_a_store(http: Http, leveret_man
 
     assert value(samples, "leveret_store_fsync_seconds_count") == 12
     assert value(samples, "leveret_store_fsync_seconds_sum") == 0.5
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(http: Http) -> None:
+    reply = http.request("GET", "/metrics", user=None,
+                         headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+
+    assert reply.headers["content-type"].startswith("application/openmetrics-text")
+    assert reply.body.endswith(b"# EOF\n")
+    names = {f.name for f in text_string_to_metric_families(reply.body.decode().replace("# EOF\n", ""))}
+    assert "rabbitmq_queues" in names
