@@ -103,6 +103,8 @@ class Channel:
         self.global_prefetch = 0
         self.confirm = False
         self.publish_seq = 0
+        self.ack_upto = 0  # highest publish confirmed...
+        self.acked_upto = 0  # ...and the highest the client has been told of
         # Confirms (and tx.commit-ok) waiting for the store's fsync, in order.
         self.held_replies: ReplyGate | None = None
         # Counts for management; folded into the broker's totals on release.
@@ -484,9 +486,22 @@ class Channel:
             tag = self.publish_seq
             if store is not None and (store.position != before or self._replies_held()):
                 # Persistent and in a durable queue (or behind one that is): after fsync.
+                self.flush_confirms()
                 self._hold_reply(store, NACK if rejected else ACK, tag)
+            elif rejected:
+                self.flush_confirms()
+                self.send(_BASIC.Nack(delivery_tag=tag))
             else:
-                self.send(_BASIC.Nack(delivery_tag=tag) if rejected else _BASIC.Ack(delivery_tag=tag))
+                # Acks are coalesced into one per read (multiple=true), as RabbitMQ does.
+                self.ack_upto = tag
+                self.connection.confirm_later(self)
+
+    def flush_confirms(self) -> None:
+        """Send the coalesced ack for every publish confirmed so far."""
+        upto, acked = self.ack_upto, self.acked_upto
+        if upto > acked:
+            self.acked_upto = upto
+            self.send(_BASIC.Ack(delivery_tag=upto, multiple=upto - acked > 1))
 
     def _replies_held(self) -> bool:
         return self.held_replies is not None and bool(self.held_replies.held)

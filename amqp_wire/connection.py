@@ -120,6 +120,8 @@ class Connection:
         self.closing_channels: set[int] = set()
         # Channels whose acks freed credit during this read (insertion-ordered).
         self._dispatch_pending: dict[Channel, None] = {}
+        # Channels with publisher confirms to send at the end of this read.
+        self._confirm_pending: dict[Channel, None] = {}
         # Queues that asked this publisher to pause (flow control), and when
         # the pause ends regardless (monotonic seconds).
         self._flow_queues: set[Any] = set()
@@ -176,6 +178,11 @@ class Connection:
                 self._handle_frame(frame_type, channel, payload)
                 if self.want_close or self.state is State.CLOSED:
                     return
+            if self._confirm_pending:
+                confirming, self._confirm_pending = self._confirm_pending, {}
+                for handler in confirming:
+                    if self.channels.get(handler.number) is handler:
+                        handler.flush_confirms()
             if self._dispatch_pending:
                 pending, self._dispatch_pending = self._dispatch_pending, {}
                 for handler in pending:
@@ -215,6 +222,9 @@ class Connection:
         if self.reading_paused:
             self.reading_paused = False
             self.on_output()  # the shell resumes reading when it flushes
+
+    def confirm_later(self, channel: Channel) -> None:
+        self._confirm_pending[channel] = None
 
     def dispatch_later(self, channel: Channel) -> None:
         """Deliver with the credit `channel` freed once the current read is done."""
@@ -429,6 +439,7 @@ class Connection:
         })
         handler = self.channels.pop(channel, None)
         if handler is not None:
+            handler.flush_confirms()  # publishes before the error were confirmed
             handler.release()
         self.closing_channels.add(channel)
         self.send_method(
@@ -442,6 +453,7 @@ class Connection:
     def channel_closed_by_client(self, channel: int) -> None:
         handler = self.channels.pop(channel, None)
         if handler is not None:
+            handler.flush_confirms()
             handler.release()
         self.send_method(channel, commands.Channel.CloseOk())
 

@@ -379,3 +379,35 @@ def test_direct_reply_to_pseudo_queue(client: WireClient) -> None:
     client.open_channel(2)
     close = methods(client.send(2, Basic.Consume(queue="amq.rabbitmq.reply-to", no_ack=False)))[0]
     assert (close.reply_code, close.reply_text) == (406, "PRECONDITION_FAILED - reply consumer cannot acknowledge")
+
+
+def test_confirms_coalesce_into_one_multiple_ack_per_read(client: WireClient) -> None:
+    from pamqp import body as pamqp_body
+    from pamqp import frame, header
+
+    client.send(1, commands.Confirm.Select())
+    client.send(1, commands.Queue.Declare(queue="cq"))
+    data = b""
+    for _ in range(5):
+        data += frame.marshal(Basic.Publish(exchange="", routing_key="cq"), 1)
+        data += frame.marshal(header.ContentHeader(0, 1, commands.Basic.Properties()), 1)
+        data += frame.marshal(pamqp_body.ContentBody(b"x"), 1)
+    acks = methods(client.send_raw(data))
+    assert [(type(m).__name__, m.delivery_tag, m.multiple) for m in acks] == [("Ack", 5, True)]
+    single = methods(client.publish(1, "", "cq", b"y"))
+    assert [(type(m).__name__, m.delivery_tag, m.multiple) for m in single] == [("Ack", 6, False)]
+
+
+def test_a_nack_flushes_the_acks_before_it(client: WireClient) -> None:
+    from pamqp import body as pamqp_body
+    from pamqp import frame, header
+
+    client.send(1, commands.Confirm.Select())
+    client.send(1, commands.Queue.Declare(queue="one", arguments={"x-max-length": 1, "x-overflow": "reject-publish"}))
+    data = b""
+    for _ in range(3):
+        data += frame.marshal(Basic.Publish(exchange="", routing_key="one"), 1)
+        data += frame.marshal(header.ContentHeader(0, 1, commands.Basic.Properties()), 1)
+        data += frame.marshal(pamqp_body.ContentBody(b"x"), 1)
+    replies = methods(client.send_raw(data))
+    assert [(type(m).__name__, m.delivery_tag) for m in replies] == [("Ack", 1), ("Nack", 2), ("Nack", 3)]
