@@ -34,7 +34,7 @@ class Exchange:
 
     __slots__ = (
         "name", "type", "durable", "auto_delete", "internal", "arguments",
-        "index", "bindings", "alternate_exchange",
+        "index", "bindings", "alternate_exchange", "routes_message",
     )
 
     def __init__(
@@ -54,6 +54,8 @@ class Exchange:
         self.internal = internal
         self.arguments: dict[str, Any] = dict(arguments or {})
         self.index: BindingIndex = exchange_type.new_index(self.arguments)
+        # A MessageIndex routes each message once, on all of it (bindings.model).
+        self.routes_message = callable(getattr(self.index, "match_message", None))
         self.bindings: set[Binding] = set()
         alternate = self.arguments.get("alternate-exchange")
         if isinstance(alternate, bytes):

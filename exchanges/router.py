@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pamqp import exceptions
 
-from bindings.model import Binding, Destination, Verdict
+from bindings.model import Binding, Destination, MessageIndex, RoutedMessage, Verdict
 from exchanges.base import Exchange
 from queues.arguments import type_name
 
@@ -68,16 +68,28 @@ def route(
     start: Exchange,
     routing_keys: Sequence[str],
     headers: Mapping[str, Any] | None,
+    *,
+    properties: Any = None,
+    now_ms: int | None = None,
 ) -> list[str]:
-    """Names of the queues a message reaches, each once, in discovery order."""
+    """Names of the queues a message reaches, each once, in discovery order.
+
+    `properties` and `now_ms` are for exchanges that route on the whole message
+    (bindings.model.MessageIndex)."""
     if start.name == DEFAULT_EXCHANGE:
         return [key for key in dict.fromkeys(routing_keys) if key in queues]
     found: dict[str, None] = {}
     seen = {start.name}
     work = [start]
+    routed: RoutedMessage | None = None
     while work:
         exchange = work.pop()
-        destinations = _destinations(exchange, routing_keys, headers)
+        if exchange.routes_message:
+            if routed is None:
+                routed = RoutedMessage(tuple(routing_keys), headers, properties, now_ms)
+            destinations = list(cast(MessageIndex, exchange.index).match_message(routed))
+        else:
+            destinations = _destinations(exchange, routing_keys, headers)
         if not destinations and exchange.alternate_exchange is not None:
             destinations = [Destination.exchange(exchange.alternate_exchange)]
         for destination in destinations:
@@ -126,8 +138,12 @@ def trace(
     start: Exchange,
     routing_keys: Sequence[str],
     headers: Mapping[str, Any] | None,
+    *,
+    properties: Any = None,
+    now_ms: int | None = None,
 ) -> RouteTrace:
-    """`route` with reasons: the same walk, recording each binding's verdict."""
+    """`route` with reasons: the same walk, recording each binding's verdict.
+    It changes nothing (a deduplicating exchange does not remember the message)."""
     root = ExchangeHop(start.name, start.type_name, "publish")
     if start.name == DEFAULT_EXCHANGE:
         for key in dict.fromkeys(routing_keys):
@@ -143,12 +159,16 @@ def trace(
     found: dict[str, None] = {}
     seen = {start.name}
     work: list[tuple[Exchange, ExchangeHop]] = [(start, root)]
+    routed = RoutedMessage(tuple(routing_keys), headers, properties, now_ms, dry_run=True)
     while work:
         exchange, hop = work.pop()
         destinations: dict[Destination, Binding] = {}
         for binding in sorted(exchange.bindings, key=_binding_order):
-            verdicts = [exchange.index.explain(binding, key, headers) for key in routing_keys]
-            verdict = next((v for v in verdicts if v.matched), verdicts[0])
+            if exchange.routes_message:
+                verdict = cast(MessageIndex, exchange.index).explain_message(binding, routed)
+            else:
+                verdicts = [exchange.index.explain(binding, key, headers) for key in routing_keys]
+                verdict = next((v for v in verdicts if v.matched), verdicts[0])
             (hop.matched if verdict.matched else hop.unmatched).append(BindingVerdict(binding, verdict))
             if verdict.matched:
                 destinations.setdefault(binding.destination, binding)

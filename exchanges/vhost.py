@@ -28,6 +28,7 @@ from pamqp import exceptions
 from bindings.model import Binding, Destination
 from exchanges import base
 from exchanges.base import Exchange
+from exchanges.delayed import DELAYED, DelayedMessages, delay_of, released
 from exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
 from queues.arguments import (
     assert_equivalent,
@@ -38,6 +39,7 @@ from queues.arguments import (
     validate_queue_arguments,
 )
 from queues.dead_letter import cycle_free_queues, make_dead_letter
+from queues.dedup import DeduplicatingQueue, deduplicates
 from queues.message import Message
 from queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
 
@@ -46,6 +48,8 @@ import exchanges.direct  # noqa: F401,E402  isort: skip
 import exchanges.fanout  # noqa: F401,E402  isort: skip
 import exchanges.headers  # noqa: F401,E402  isort: skip
 import exchanges.topic  # noqa: F401,E402  isort: skip
+import exchanges.consistent_hash  # noqa: F401,E402  isort: skip
+import exchanges.deduplication  # noqa: F401,E402  isort: skip
 
 log = logging.getLogger("leveret.vhost")
 
@@ -71,6 +75,7 @@ class QueueObserver(Protocol):
 class PublishOutcome:
     queues: list[str]
     rejected: bool = False  # a queue refused it (reject-publish): confirm with nack
+    delayed: int | None = None  # held for x-delay ms by an x-delayed-message exchange
 
     @property
     def routed(self) -> bool:
@@ -119,6 +124,8 @@ class VirtualHost:
         # (the playground's record of arrivals); None on the broker's hot path.
         self.on_arrival: Callable[[str, Message, int], None] | None = None
         self._timed: set[Queue] = set()
+        # Messages an x-delayed-message exchange holds until their x-delay is over.
+        self.delayed = DelayedMessages(name)
         # Totals for management and metrics: counters of deleted queues are kept
         # here so that totals never go backwards.
         self.queues_created = 0
@@ -250,6 +257,8 @@ class VirtualHost:
 
     def _remove_exchange(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.name, None)
+        if exchange.type is DELAYED and self.delayed:
+            self.delayed.discard_exchange(exchange.name)
         for binding in list(exchange.bindings):
             self._remove_binding(binding, cascade=False)
         for binding in list(self._bindings_to.get(Destination.exchange(exchange.name), ())):
@@ -289,7 +298,8 @@ class VirtualHost:
             queue_type, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
             queue=name, vhost=self.name,
         )
-        queue = Queue(
+        queue_class = DeduplicatingQueue if deduplicates(received) else Queue
+        queue = queue_class(
             name,
             self.name,
             durable=durable,
@@ -459,7 +469,17 @@ class VirtualHost:
             )
         if message.properties.expiration:
             parse_expiration(message.properties.expiration)  # 406 for a bad one
-        names = route(self.exchanges, self.queues, exchange, message.routing_keys, message.properties.headers)
+        if exchange.type is DELAYED:
+            delay = delay_of(message.properties.headers)
+            if delay is not None:
+                return self._delay(exchange, message, delay, now_ms)
+        return self._route_and_enqueue(exchange, message, now_ms)
+
+    def _route_and_enqueue(self, exchange: Exchange, message: Message, now_ms: int) -> PublishOutcome:
+        names = route(
+            self.exchanges, self.queues, exchange, message.routing_keys, message.properties.headers,
+            properties=message.properties, now_ms=now_ms,
+        )
         outcome = PublishOutcome(names)
         dead: list[DeadLetter] = []
         for name in names:
@@ -476,8 +496,31 @@ class VirtualHost:
             self.dead_letter(dead, now_ms)
         return outcome
 
-    def trace(self, exchange_name: str, routing_keys: Iterable[str], headers: Mapping[str, Any] | None) -> RouteTrace:
-        return trace(self.exchanges, self.queues, self.exchange(exchange_name), list(routing_keys), headers)
+    def trace(
+        self, exchange_name: str, routing_keys: Iterable[str], headers: Mapping[str, Any] | None,
+        properties: Any = None, now_ms: int | None = None,
+    ) -> RouteTrace:
+        return trace(
+            self.exchanges, self.queues, self.exchange(exchange_name), list(routing_keys), headers,
+            properties=properties, now_ms=now_ms,
+        )
+
+    # ----------------------------------------------------------- delayed
+    def _delay(self, exchange: Exchange, message: Message, delay: int, now_ms: int) -> PublishOutcome:
+        """Hold the message for x-delay ms. It routes nowhere now, as with the plugin:
+        a mandatory publish is returned and a confirm is an ack (exchanges.delayed)."""
+        self.delayed.add(
+            exchange.name, message, delay, now_ms, durable=exchange.durable and message.persistent,
+        )
+        return PublishOutcome([], delayed=delay)
+
+    def _release_delayed(self, now_ms: int) -> None:
+        """Route the messages whose delay is over through their exchange, as it is now."""
+        for entry in self.delayed.pop_due(now_ms):
+            exchange = self.exchanges.get(entry.exchange)
+            if exchange is not None:
+                self._route_and_enqueue(exchange, released(entry.message, entry.delay), now_ms)
+            self.delayed.forget(entry)
 
     def dead_letter(self, records: list[DeadLetter], now_ms: int) -> None:
         """Re-route dead-lettered messages until none remain (a bounded walk: cycles are dropped)."""
@@ -499,7 +542,15 @@ class VirtualHost:
                 dead_letter_routing_key=record.dead_letter_routing_key,
                 now_ms=now_ms,
             )
-            names = route(self.exchanges, self.queues, exchange, message.routing_keys, message.properties.headers)
+            if exchange.type is DELAYED:
+                delay = delay_of(message.properties.headers)
+                if delay is not None:
+                    self._delay(exchange, message, delay, now_ms)
+                    continue
+            names = route(
+                self.exchanges, self.queues, exchange, message.routing_keys, message.properties.headers,
+                properties=message.properties, now_ms=now_ms,
+            )
             names, cycles = cycle_free_queues(message, record.reason, names)
             if self.dead_letter_log is not None:
                 self.dead_letter_log.append(
@@ -573,7 +624,7 @@ class VirtualHost:
 
     # ------------------------------------------------------------- timers
     def next_deadline(self) -> int | None:
-        deadline: int | None = None
+        deadline = self.delayed.next_deadline() if self.delayed else None
         for queue in self._timed:
             at = queue.next_deadline()
             if at is not None and (deadline is None or at < deadline):
@@ -584,7 +635,10 @@ class VirtualHost:
         """Expire messages at queue heads and delete queues unused past `x-expires`.
 
         Due queues are handled in deadline order (then by name, so runs repeat
-        exactly), and again while dead-lettering makes other queues due."""
+        exactly), and again while dead-lettering makes other queues due. Delayed
+        messages whose delay is over are routed first."""
+        if self.delayed:
+            self._release_delayed(now_ms)
         while True:
             due: list[tuple[int, str, Queue]] = []
             for queue in list(self._timed):
