@@ -233,16 +233,25 @@ QUEUE_OPTIONS: dict[str, tuple[str, str]] = {
     "queue-type": ("x-queue-type", "text"),
     "type": ("x-queue-type", "text"),
     "single-active-consumer": ("x-single-active-consumer", "bool"),
+    "deduplication": ("x-message-deduplication", "bool"),
+    "message-deduplication": ("x-message-deduplication", "bool"),
 }
 QUEUE_OPTIONS_HELP = (
     "durable, exclusive, auto-delete, ttl=, expires=, dlx=, dlk=, max-length=, "
     "max-length-bytes=, overflow=, max-priority=, delivery-limit=, queue-type=, "
-    "single-active-consumer, and raw x-...= arguments"
+    "single-active-consumer, deduplication, and raw x-...= arguments"
 )
 EXCHANGE_FLAGS = {"durable", "auto-delete", "internal"}
 EXCHANGE_OPTIONS: dict[str, tuple[str, str]] = {
     "alternate-exchange": ("alternate-exchange", "text"),
     "ae": ("alternate-exchange", "text"),
+    # the plugin exchange types' arguments
+    "delayed-type": ("x-delayed-type", "text"),
+    "hash-header": ("hash-header", "text"),
+    "hash-property": ("hash-property", "text"),
+    "cache-size": ("x-cache-size", "int"),
+    "cache-ttl": ("x-cache-ttl", "ms"),
+    "cache-persistence": ("x-cache-persistence", "text"),
 }
 PUBLISH_FLAGS = {"mandatory", "persistent", "transient"}
 PUBLISH_PROPERTIES: dict[str, tuple[str, str]] = {
@@ -261,9 +270,19 @@ PUBLISH_PROPERTIES: dict[str, tuple[str, str]] = {
 }
 # Sugar for the CC and BCC headers (extra routing keys).
 PUBLISH_HEADER_SUGAR = {"cc": "CC", "bcc": "BCC"}
+# Sugar for the plugin headers: x-delay and x-cache-ttl in ms, the deduplication key.
+PUBLISH_HEADERS: dict[str, tuple[str, str]] = {
+    "delay": ("x-delay", "ms"),
+    "dedup": ("x-deduplication-header", "value"),
+    "deduplication-header": ("x-deduplication-header", "value"),
+    "cache-ttl": ("x-cache-ttl", "ms"),
+}
 PROPERTY_NAMES = {friendly: prop for friendly, (prop, _) in PUBLISH_PROPERTIES.items()}
 
-EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+EXCHANGE_TYPES = (
+    "direct", "fanout", "topic", "headers", "x-delayed-message", "x-consistent-hash",
+    "x-message-deduplication",
+)
 STATEMENTS = (
     "exchange", "queue", "bind", "unbind", "publish", "wait", "get", "ack", "reject",
     "nack", "delete", "purge", "load", "explain", "show", "expect",
@@ -560,8 +579,15 @@ class _Build(Transformer[Token, list[Statement]]):
             elif normal in PUBLISH_HEADER_SUGAR and option.has_value:
                 value = option.value
                 headers[PUBLISH_HEADER_SUGAR[normal]] = value if isinstance(value, list) else [value]
+            elif normal in PUBLISH_HEADERS:
+                header, kind = PUBLISH_HEADERS[normal]
+                headers[header] = (
+                    self._raw(option) if kind == "value" else self._convert(option, kind, "publish")
+                )
             else:
-                known = sorted(PUBLISH_FLAGS | set(PUBLISH_PROPERTIES) | set(PUBLISH_HEADER_SUGAR))
+                known = sorted(
+                    PUBLISH_FLAGS | set(PUBLISH_PROPERTIES) | set(PUBLISH_HEADER_SUGAR) | set(PUBLISH_HEADERS)
+                )
                 hint = _suggest(normal, known) + "publish options: " + ", ".join(known)
                 hint += ", headers {...}, repeat N"
                 if not option.has_value and bare_body is not None and index == 1:
@@ -763,7 +789,8 @@ _EXAMPLES: dict[str, list[str]] = {
         "bind logs q \"k\"",
         "unbind logs q",
     ],
-    "give the exchange a type: direct, fanout, topic or headers": [
+    "give the exchange a type: direct, fanout, topic, headers, x-delayed-message, "
+    "x-consistent-hash or x-message-deduplication": [
         "exchange logs\n",
         "exchange logs",
     ],

@@ -156,8 +156,20 @@ class Renderer:
             self.console.print(Text(f"       ×{event.count} messages, all routed alike", style="dim"))
         self.console.print(self.trace_tree(event.trace, event.routing_keys,
                                            headers=event.message.properties.headers))
+        if event.delayed is not None:
+            self.delayed(event)
+            return
         self.result(event.queues, returned=event.returned, nacked=event.nacked,
                      mandatory=event.mandatory)
+
+    def delayed(self, event: PublishEvent) -> None:
+        """x-delayed-message holds it: the tree is where it would go now."""
+        text = Text("  ")
+        text.append(f"⏱ held for {format_duration(event.delayed or 0)} (x-delay)", style="bold yellow")
+        text.append(", then routed by the bindings of that time", style="dim")
+        if event.returned:
+            text.append("; returned now as unroutable (mandatory), as the plugin does", style="red")
+        self.console.print(text)
 
     def result(self, queues: list[str], *, returned: bool, nacked: bool, mandatory: bool) -> None:
         text = Text("  ")
@@ -171,7 +183,8 @@ class Renderer:
                 else ": dropped (publish with mandatory to get it back)" if not mandatory
                 else "", style="red" if returned else "dim")
         if nacked:
-            text.append("  nacked: a full queue refused it (x-overflow reject-publish)", style="yellow")
+            text.append("  nacked: a queue refused it (full, with x-overflow reject-publish; or a duplicate)",
+                        style="yellow")
         self.console.print(text)
 
     def trace_tree(
@@ -276,8 +289,10 @@ class Renderer:
             # x-match first: it says how to read the rest
             items = sorted(arguments.items(), key=lambda kv: (kv[0] != "x-match", kv[0]))
             return " ".join(f"{k}={_value(v)}" for k, v in items)
-        if exchange_type == "fanout" or binding.source == "":
+        if exchange_type in ("fanout", "x-message-deduplication") or binding.source == "":
             return ""
+        if exchange_type == "x-consistent-hash":
+            return f"weight {binding.binding_key}"
         text = _quote(binding.binding_key)
         if binding.arguments:
             text += " " + " ".join(f"{k}={_value(v)}" for k, v in binding.arguments_dict.items())

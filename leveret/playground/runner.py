@@ -106,6 +106,7 @@ class PublishEvent(Event):
     returned: bool
     nacked: bool
     count: int = 1
+    delayed: int | None = None  # ms an x-delayed-message exchange holds it before routing
 
     @property
     def routed(self) -> bool:
@@ -323,7 +324,13 @@ class Runner:
         binding_key = statement.binding_key
         if binding_key is None:
             source = self.vhost.exchanges.get(statement.source)
-            if source is not None and source.type_name in ("direct", "topic"):
+            routes_as = _routes_as(source.type_name, source.arguments) if source is not None else ""
+            if source is not None and routes_as == "x-consistent-hash":
+                raise UsageError(
+                    f"a binding to the x-consistent-hash exchange '{source.name}' needs a weight",
+                    "the binding key is the queue's share of the hash space: bind ring -> q 10",
+                )
+            if source is not None and routes_as in ("direct", "topic"):
                 raise UsageError(
                     f"a binding to the {source.type_name} exchange '{source.name}' needs a key",
                     'write "" for the empty key; quote keys that start with # ("#", "#.error"): '
@@ -381,7 +388,10 @@ class Runner:
         exchange = statement.exchange
         found: dict[str, None] = {}
         returned = nacked = False
+        delayed: int | None = None
         message: Message | None = None
+        # Traced before publishing: a deduplicating exchange remembers what it routed.
+        trace = self.vhost.trace(exchange, routing_keys, headers or None, properties, self.now_ms)
         for number in range(1, statement.repeat + 1):
             body = statement.body
             if statement.repeat > 1:
@@ -396,12 +406,12 @@ class Runner:
                 found[name] = None
             returned = returned or (statement.mandatory and not outcome.routed)
             nacked = nacked or outcome.rejected
+            delayed = outcome.delayed if delayed is None else delayed
         assert message is not None
-        trace = self.vhost.trace(exchange, routing_keys, headers or None)
         event = PublishEvent(
             statement=statement, exchange=exchange, routing_keys=tuple(routing_keys),
             message=message, trace=trace, queues=list(found), mandatory=statement.mandatory,
-            returned=returned, nacked=nacked, count=statement.repeat,
+            returned=returned, nacked=nacked, count=statement.repeat, delayed=delayed,
         )
         self.last_publish = event
         return event
@@ -590,7 +600,7 @@ class Runner:
             "routed": "the last publish reached a queue",
             "routed-to": "the last publish reached " + ", ".join(e.names),
             "returned": "the last publish came back (basic.return)",
-            "nacked": "the last publish was nacked (a full queue refused it)",
+            "nacked": "the last publish was nacked (a queue refused it)",
         }[e.check]
         last = self.last_publish
         if last is None:
@@ -678,6 +688,13 @@ class Runner:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _routes_as(type_name: str, arguments: Mapping[str, Any]) -> str:
+    """The type an exchange routes as: an x-delayed-message exchange's x-delayed-type."""
+    if type_name == "x-delayed-message":
+        return str(arguments.get("x-delayed-type", ""))
+    return type_name
 
 
 def _deleted_by(statement: Statement) -> set[str]:

@@ -62,7 +62,7 @@ def test_the_samples_pass() -> None:
     result = leveret("test", *sorted(str(p) for p in SAMPLES.iterdir()))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.strip().split("\n")
-    assert lines[-1].startswith("7 passed, 0 failed")
+    assert lines[-1].startswith(f"{len(list(SAMPLES.iterdir()))} passed, 0 failed")
     assert all(line.startswith("ok    ") for line in lines[:-1])
 
 

@@ -218,7 +218,7 @@ def test_an_empty_file_and_only_comments_are_fine() -> None:
     ("text", "line", "column", "message", "hint"),
     [
         ("queue q\nbind logs q", 2, 11, "unexpected 'q'", "bind SOURCE -> DESTINATION"),
-        ("exchange logs", 1, 15, "unexpected end of input", "direct, fanout, topic or headers"),
+        ("exchange logs", 1, 15, "unexpected end of input", "direct, fanout, topic, headers, x-delayed-message"),
         ("publish logs\nqueue q", 1, 13, "unexpected end of line", "ROUTING_KEY"),
         ("wait 30", 1, 6, "unexpected '30'", "500ms, 30s"),
         ("queue q ttl 30s", 1, 13, "unexpected '30s'", "name=value"),
