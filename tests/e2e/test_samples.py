@@ -43,6 +43,16 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         "6 payments, each charged once; redelivered and skipped: pay-0003",
         "exactly once: yes",
     ],
+    "plugins_delayed_retry.py": [
+        "job-flaky attempt 3: ok",
+        "job-bad   attempt 3: failed, retry in 4s",
+        "job-bad   attempt 4: failed, parked in sample.plugins.parking",
+        "retries backed off 1s, 2s, 4s, then parked",
+    ],
+    "plugins_partitions.py": [
+        "40 publishes, 10 of them repeats, returned as duplicates (312 NO_ROUTE)",
+        "every event delivered once, each customer on one partition, in order",
+    ],
 }
 
 
