@@ -516,7 +516,9 @@ class Channel:
             return  # closed while its replies waited for the disk
         if kind == COMMIT_OK:
             self.send(commands.Tx.CommitOk())
-        elif kind == NACK:
+            return
+        self.acked_upto = max(self.acked_upto, tag)  # a later coalesced ack starts after it
+        if kind == NACK:
             self.send(_BASIC.Nack(delivery_tag=tag, multiple=multiple))
         else:
             self.send(_BASIC.Ack(delivery_tag=tag, multiple=multiple))

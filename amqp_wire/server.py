@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from exchanges.broker import Broker
+    from queues.store import Store
 
 log = logging.getLogger("leveret.server")
 
@@ -175,7 +176,7 @@ class _WireProtocol(asyncio.Protocol):
         connection, transport = self.connection, self.transport
         if connection is None or transport is None or transport.is_closing():
             return
-        store = self.server.broker.store
+        store = self.server.store
         if store is not None and store.write_pending:
             # Delivered flags and topology reach the page cache before the
             # client can see them, so a kill -9 cannot forget them.
@@ -281,6 +282,7 @@ class Server:
         self._timer_deadline: int | None = None
         self._deadline_check_scheduled = False
         self._stopping = False
+        self.store: Store | None = None  # the broker's, if it persists (set by start)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -318,7 +320,7 @@ class Server:
         # port 0 each gets its own port, and we report the first.
         bound = sockets[0].getsockname() if sockets else (host, port)
         self.host, self.port = bound[0], bound[1]
-        store = self.broker.store
+        store = self.store = getattr(self.broker, "store", None)
         if store is not None:
             # The store's writer thread fsyncs; each sync comes back here, on the
             # loop, to release the publisher confirms it covers.
@@ -350,11 +352,11 @@ class Server:
         await self._listener.wait_closed()
         self._cancel_timer()
         self._listener = None
-        if self.broker.store is not None:
-            self.broker.store.stop()  # a last fsync; the owner closes the store
+        if self.store is not None:
+            self.store.stop()  # a last fsync; the owner closes the store
 
     def _store_synced(self) -> None:
-        store = self.broker.store
+        store = self.store
         if store is None:
             return
         try:

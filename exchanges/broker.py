@@ -2,19 +2,26 @@
 
 No I/O here: the asyncio shell (amqp_wire.server) and the playground both
 drive a Broker, the first with the system clock, the second with a virtual one.
+Persistence is optional: `attach_store` hands durable state to a queues.store
+Store (which does its own file I/O); without one everything lives in memory.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from pamqp import exceptions
 
+from exchanges.definitions import load_definitions
 from exchanges.vhost import VirtualHost
 from queues.clock import Clock, SystemClock
 from queues.message import Message
 from queues.queue import Entry
+from queues.store import Store
+
+log = logging.getLogger("leveret.broker")
 
 DIRECT_REPLY_PREFIX = "amq.rabbitmq.reply-to."
 
@@ -56,6 +63,20 @@ class Broker:
         # frontend's; the core only hands it the message.
         self.direct_reply_to: dict[str, tuple[Any, str]] = {}
         self.counters = BrokerCounters()
+        self.store: Store | None = None  # see attach_store
+
+    def attach_store(self, store: Store) -> None:
+        """Take back what `store` recovered (durable exchanges, queues, bindings and
+        persistent messages) and keep durable changes in it from now on. Call it
+        before clients connect; the server shell starts the store's writer thread."""
+        now = self.now_ms()
+        self.store = store
+        definitions = store.definitions()
+        for vhost in self.vhosts.values():
+            for warning in load_definitions(vhost, definitions, now_ms=now).warnings:
+                log.warning("recovery: %s", warning)
+            vhost.attach_journal(store, now)
+        store.recovery_done()
 
     def vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)

@@ -42,6 +42,7 @@ from queues.dead_letter import cycle_free_queues, make_dead_letter
 from queues.dedup import DeduplicatingQueue, deduplicates
 from queues.message import Message
 from queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
+from queues.store import TopologyJournal
 
 # Importing the modules registers the built-in exchange types.
 import exchanges.direct  # noqa: F401,E402  isort: skip
@@ -124,6 +125,8 @@ class VirtualHost:
         # (the playground's record of arrivals); None on the broker's hot path.
         self.on_arrival: Callable[[str, Message, int], None] | None = None
         self._timed: set[Queue] = set()
+        # The store (queues.store), once attached: told every durable topology change.
+        self.journal: TopologyJournal | None = None
         # Messages an x-delayed-message exchange holds until their x-delay is over.
         self.delayed = DelayedMessages(name)
         # Totals for management and metrics: counters of deleted queues are kept
@@ -205,6 +208,8 @@ class VirtualHost:
             name, kind, durable=durable, auto_delete=auto_delete, internal=internal, arguments=received
         )
         self.exchanges[name] = exchange
+        if durable and self.journal is not None:
+            self.journal.exchange_declared(self.name, exchange)
         return exchange
 
     def _assert_exchange_equivalent(
@@ -257,6 +262,8 @@ class VirtualHost:
 
     def _remove_exchange(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.name, None)
+        if exchange.durable and self.journal is not None:
+            self.journal.exchange_deleted(self.name, exchange)
         if exchange.type is DELAYED and self.delayed:
             self.delayed.discard_exchange(exchange.name)
         for binding in list(exchange.bindings):
@@ -310,6 +317,8 @@ class VirtualHost:
         )
         self.queues[name] = queue
         self.queues_created += 1
+        if durable and self.journal is not None:
+            self.journal.queue_declared(self.name, queue)
         if queue.args.message_ttl is not None or queue.args.expires is not None:
             self._timed.add(queue)
         return queue
@@ -361,6 +370,8 @@ class VirtualHost:
             return 0
         del self.queues[queue.name]
         self._timed.discard(queue)
+        if queue.durable and self.journal is not None:
+            self.journal.queue_deleted(self.name, queue)
         count = queue.mark_deleted()
         self.queues_deleted += 1
         for key, value in queue.stats.items():
@@ -410,7 +421,16 @@ class VirtualHost:
         exchange.index.add(binding)  # parses arguments; may refuse them
         exchange.bindings.add(binding)
         self._bindings_to.setdefault(destination, set()).add(binding)
+        if self.journal is not None and exchange.durable and self._durable(destination):
+            self.journal.bound(self.name, binding)  # RabbitMQ keeps a binding whose ends are durable
         return binding
+
+    def _durable(self, destination: Destination) -> bool:
+        if destination.kind == "queue":
+            queue = self.queues.get(destination.name)
+            return queue is not None and queue.durable
+        target = self.exchanges.get(destination.name)
+        return target is not None and target.durable
 
     @staticmethod
     def _refuse_default(source: str, destination: Destination) -> None:
@@ -444,6 +464,8 @@ class VirtualHost:
         self._remove_binding(binding, cascade=True)
 
     def _remove_binding(self, binding: Binding, cascade: bool) -> None:
+        if self.journal is not None:
+            self.journal.unbound(self.name, binding)  # the store ignores one it does not keep
         exchange = self.exchanges.get(binding.source)
         if exchange is not None and binding in exchange.bindings:
             exchange.bindings.discard(binding)
@@ -621,6 +643,18 @@ class VirtualHost:
         dead = queue.reject(entries)
         if dead:
             self.dead_letter(dead, now_ms)
+
+    # ------------------------------------------------------------ storage
+    def attach_journal(self, journal: TopologyJournal, now_ms: int) -> None:
+        """Durable changes go to `journal` from now on; durable queues get back the
+        messages it recovered (and those over x-delivery-limit dead-letter)."""
+        self.journal = journal
+        for queue in [q for q in self.queues.values() if q.durable]:
+            dead = journal.attach_queue(self.name, queue, now_ms)
+            if queue.next_deadline() is not None:
+                self._timed.add(queue)  # recovered messages keep their TTL deadlines
+            if dead:
+                self.dead_letter(dead, now_ms)
 
     # ------------------------------------------------------------- timers
     def next_deadline(self) -> int | None:

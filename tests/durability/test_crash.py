@@ -1,0 +1,299 @@
+"""kill -9 at random moments: every confirmed persistent message survives, exactly once.
+
+The real `leveret serve --data-dir` runs as a subprocess. Each cycle, several
+publishers (aio-pika, publisher confirms, up to WINDOW publishes in flight
+each, so confirms share fsyncs) send persistent messages to durable queues,
+one through a fanout exchange into two queues; a consumer acks most of what
+it gets but leaves every third message unacked the first time it sees it.
+At a random moment the server gets SIGKILL, then is restarted on the same
+data directory. After the last cycle every queue is drained and checked:
+
+- every confirmed message is delivered, in every queue it was routed to;
+- a message delivered again after its first delivery carries `redelivered`
+  (delivered-but-unacked ones come back, acked ones may come back once more
+  if the kill beat the ack to the disk: at least once, never silently twice);
+- every delivered body is whole (its SHA-256 checks) and was published:
+  nothing unconfirmed is half-written; unconfirmed messages that survived
+  are counted, not required;
+- transient things are gone after a kill: a non-durable queue, and
+  non-persistent messages in a durable queue.
+
+Bounded: CYCLES kill/restart cycles (LEVERET_CRASH_CYCLES, default 8) within
+LEVERET_CRASH_BUDGET seconds (default 35) of cycling. It prints the counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aio_pika
+
+REPO = Path(__file__).resolve().parents[2]
+CYCLES = int(os.environ.get("LEVERET_CRASH_CYCLES", "8"))
+BUDGET = float(os.environ.get("LEVERET_CRASH_BUDGET", "35"))
+PUBLISHERS = 4
+WINDOW = 25
+DIRECT_QUEUE = "crash-a"
+FANOUT = "crash-fanout"
+FANOUT_QUEUES = ("crash-b", "crash-c")
+TRANSIENT_QUEUE = "crash-transient-queue"  # non-durable: gone after every kill
+TRANSIENT_MESSAGES = "crash-transient-messages"  # durable, but only delivery_mode 1 goes in
+
+
+def make_body(message_id: str, rng: random.Random) -> bytes:
+    # Mostly small, sometimes large: a large record is the likeliest torn write.
+    size = rng.choice((16, 200, 4000, 60_000)) if rng.random() < 0.2 else rng.randrange(8, 300)
+    payload = message_id.encode() + b"|" + rng.randbytes(size)
+    return payload + b"|" + hashlib.sha256(payload).hexdigest().encode()
+
+
+def check_body(body: bytes) -> str | None:
+    """The message id of a whole body; None if it is damaged."""
+    payload, _, digest = body.rpartition(b"|")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        return None
+    return payload.split(b"|", 1)[0].decode()
+
+
+@dataclass
+class Ledger:
+    published: dict[str, tuple[str, ...]] = field(default_factory=dict)  # id -> queues it routes to
+    confirmed: set[str] = field(default_factory=set)
+    # queue -> id -> [redelivered flag of each delivery, in order]
+    deliveries: dict[str, dict[str, list[bool]]] = field(default_factory=lambda: defaultdict(dict))
+    damaged: int = 0
+    unknown: int = 0
+    transient_survivors: list[str] = field(default_factory=list)
+    kills: int = 0
+
+    def delivered(self, queue: str, message: aio_pika.abc.AbstractIncomingMessage) -> str | None:
+        message_id = check_body(message.body)
+        if message_id is None:
+            self.damaged += 1
+            return None
+        if message_id not in self.published:
+            self.unknown += 1
+        self.deliveries[queue].setdefault(message_id, []).append(bool(message.redelivered))
+        return message_id
+
+
+class Server:
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "leveret.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=log.open("a"), text=True,
+        )
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 60)
+        line = self.process.stdout.readline() if ready else ""
+        assert "listening on amqp://127.0.0.1:" in line, f"no listening line: {line!r}; see {log}"
+        self.port = int(line.split("127.0.0.1:")[1].split()[0])
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(20)
+
+
+async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
+    await channel.declare_queue(DIRECT_QUEUE, durable=True)
+    exchange = await channel.declare_exchange(FANOUT, aio_pika.ExchangeType.FANOUT, durable=True)
+    for name in FANOUT_QUEUES:
+        queue = await channel.declare_queue(name, durable=True)
+        await queue.bind(exchange)
+    await channel.declare_queue(TRANSIENT_MESSAGES, durable=True)
+
+
+async def check_transients_gone(channel: aio_pika.abc.AbstractChannel, ledger: Ledger) -> None:
+    with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+        await channel.declare_queue(TRANSIENT_QUEUE, passive=True)
+        ledger.transient_survivors.append(TRANSIENT_QUEUE)
+        return
+    # passive declare of a missing queue closed the channel: the caller opens another
+
+
+async def publisher(url: str, number: int, cycle: int, ledger: Ledger, rng: random.Random) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        fanout = await channel.get_exchange(FANOUT)
+        count = 0
+        while True:
+            batch = []
+            for _ in range(WINDOW):
+                count += 1
+                message_id = f"c{cycle}p{number}n{count}"
+                to_fanout = number == 0
+                ledger.published[message_id] = FANOUT_QUEUES if to_fanout else (DIRECT_QUEUE,)
+                message = aio_pika.Message(make_body(message_id, rng), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                target = fanout.publish(message, routing_key="") if to_fanout else \
+                    channel.default_exchange.publish(message, routing_key=DIRECT_QUEUE)
+                batch.append((message_id, asyncio.ensure_future(target)))
+            # A transient message in a durable queue: must not survive a kill.
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"transient", delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT),
+                routing_key=TRANSIENT_MESSAGES)
+            for message_id, future in batch:
+                try:
+                    await future
+                except Exception:
+                    return  # the broker is gone: what was not confirmed stays unconfirmed
+                ledger.confirmed.add(message_id)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), 1)
+
+
+async def consumer(url: str, ledger: Ledger, seen: set[tuple[str, str]]) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=300)
+        stopped = asyncio.Event()
+        for name in (DIRECT_QUEUE, *FANOUT_QUEUES):
+            queue = await channel.get_queue(name)
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage, name: str = name) -> None:
+                message_id = ledger.delivered(name, message)
+                first = (name, message_id or "") not in seen
+                seen.add((name, message_id or ""))
+                if first and message_id is not None and hash(message_id) % 3 == 0:
+                    return  # left unacked: comes back redelivered after the kill
+                try:
+                    await message.ack()
+                except Exception:
+                    stopped.set()
+
+            await queue.consume(on_message)
+        connection.close_callbacks.add(lambda *args: stopped.set())
+        await stopped.wait()
+    except Exception:
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), 1)
+
+
+async def crash_cycle(
+    server: Server, cycle: int, ledger: Ledger, rng: random.Random, seen: set[tuple[str, str]]
+) -> None:
+    connection = await aio_pika.connect(server.url)
+    channel = await connection.channel()
+    await check_transients_gone(channel, ledger)
+    channel = await connection.channel()
+    transient = await channel.declare_queue(TRANSIENT_MESSAGES, durable=True)
+    if transient.declaration_result.message_count:
+        ledger.transient_survivors.append(f"{transient.declaration_result.message_count} transient messages")
+    await transient.purge()
+    await declare(channel)
+    await channel.declare_queue(TRANSIENT_QUEUE, durable=False)
+    tasks = [asyncio.ensure_future(publisher(server.url, n, cycle, ledger, rng)) for n in range(PUBLISHERS)]
+    tasks.append(asyncio.ensure_future(consumer(server.url, ledger, seen)))
+    await asyncio.sleep(rng.uniform(0.4, 1.4))
+    server.kill()
+    ledger.kills += 1
+    await asyncio.wait(tasks, timeout=10)
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connection.close(), 1)
+
+
+async def drain(server: Server, ledger: Ledger) -> dict[str, int]:
+    connection = await aio_pika.connect(server.url)
+    left: dict[str, int] = {}
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=500)
+        for name in (DIRECT_QUEUE, *FANOUT_QUEUES):
+            queue = await channel.declare_queue(name, durable=True, passive=True)
+            expected = queue.declaration_result.message_count or 0
+            if not expected:
+                continue
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    ledger.delivered(name, message)
+                    expected -= 1
+                    if not expected or expected % 200 == 0:
+                        await message.ack(multiple=True)
+                    if not expected:
+                        break
+            left[name] = (await channel.declare_queue(name, durable=True, passive=True)).declaration_result.message_count
+    finally:
+        await connection.close()
+    return left
+
+
+def test_confirmed_messages_survive_kill_9(tmp_path: Path) -> None:
+    rng = random.Random(int(os.environ.get("LEVERET_CRASH_SEED", str(time.time_ns()))))
+    data_dir, log = tmp_path / "data", tmp_path / "server.log"
+    ledger = Ledger()
+    started = time.monotonic()
+
+    async def run() -> dict[str, int]:
+        seen: set[tuple[str, str]] = set()  # (queue, id) the consumer has had
+        cycle = 0
+        while cycle < CYCLES and time.monotonic() - started < BUDGET:
+            cycle += 1
+            server = Server(data_dir, log)
+            try:
+                await crash_cycle(server, cycle, ledger, rng, seen)
+            finally:
+                if server.process.poll() is None:
+                    server.kill()
+        server = Server(data_dir, log)
+        try:
+            return await drain(server, ledger)
+        finally:
+            server.stop()
+
+    left = asyncio.run(run())
+
+    missing: dict[str, list[str]] = {}
+    duplicates: list[str] = []
+    for message_id in ledger.confirmed:
+        for queue in ledger.published[message_id]:
+            if message_id not in ledger.deliveries[queue]:
+                missing.setdefault(queue, []).append(message_id)
+    for queue, seen in ledger.deliveries.items():
+        for message_id, flags in seen.items():
+            if not all(flags[1:]):
+                duplicates.append(f"{queue}:{message_id}:{flags}")
+    delivered = {m for seen in ledger.deliveries.values() for m in seen}
+    unconfirmed = set(ledger.published) - ledger.confirmed
+    redelivered = sum(len(flags) - 1 for seen in ledger.deliveries.values() for flags in seen.values())
+    print(
+        f"\ncrash test: {ledger.kills} kill -9 cycles in {time.monotonic() - started:.1f} s; "
+        f"{len(ledger.published)} persistent messages published, {len(ledger.confirmed)} confirmed, "
+        f"{len(unconfirmed)} unconfirmed of which {len(unconfirmed & delivered)} survived; "
+        f"{sum(len(s) for s in ledger.deliveries.values())} queue entries delivered, "
+        f"{redelivered} of them again with redelivered set; "
+        f"missing {sum(map(len, missing.values()))}, duplicates without redelivered {len(duplicates)}, "
+        f"damaged {ledger.damaged}, unknown {ledger.unknown}, transient survivors {ledger.transient_survivors}"
+    )
+    assert ledger.kills >= 2, "too few cycles to mean anything"
+    assert len(ledger.confirmed) > 100
+    assert missing == {}
+    assert duplicates == []
+    assert ledger.damaged == 0
+    assert ledger.unknown == 0
+    assert ledger.transient_survivors == []
+    assert left == {DIRECT_QUEUE: 0, FANOUT_QUEUES[0]: 0, FANOUT_QUEUES[1]: 0}
+    assert "Traceback" not in log.read_text()
+
