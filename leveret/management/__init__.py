@@ -18,6 +18,7 @@ event), `ctl` (`leveret ctl`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from leveret.management.api import Api
@@ -27,7 +28,9 @@ from leveret.management.http import HttpServer, Request, Response
 if TYPE_CHECKING:
     from amqp_wire.server import Server, ServerThread
 
-__all__ = ["Management", "ManagementServer", "attach"]
+__all__ = ["Management", "ManagementServer", "attach", "detach"]
+
+log = logging.getLogger("leveret.management")
 
 
 class ManagementServer:
@@ -81,8 +84,9 @@ class ManagementServer:
     def _tick(self) -> None:
         try:
             self.management.sample()
-        finally:
-            self._schedule()
+        except Exception:  # statistics must never take the broker down
+            log.exception("internal error while sampling statistics")
+        self._schedule()
 
     # ------------------------------------------------------------ routing
     def handle(self, request: Request) -> Response:
