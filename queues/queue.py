@@ -493,19 +493,26 @@ class Queue:
         self.deleted = True
         return self.purge()
 
-    def restore(self, entries: Iterable[Entry]) -> list[DeadLetter]:
+    def restore(self, entries: list[Entry]) -> list[DeadLetter]:
         """Entries recovered from the store, in seq order, ready again; those
         already over x-delivery-limit dead-letter as a requeue would make them."""
         dead: list[DeadLetter] = []
         limit = self.args.delivery_limit
+        ready = self._ready
+        count = size = 0
         for entry in entries:
-            self._seq = max(self._seq, entry.seq)
             if limit is not None and entry.delivery_count > limit:
                 if self.journal is not None:
                     self.journal.removed(entry)
                 self._dead_letter_into(dead, entry.message, "delivery_limit")
                 continue
-            self._push(entry)
+            ready[entry.priority].append(entry)
+            count += 1
+            size += len(entry.message.body)
+        self._ready_count += count
+        self._ready_bytes += size
+        if entries:
+            self._seq = max(self._seq, entries[-1].seq)
         return dead
 
     def _dead_letter_into(self, dead: list[DeadLetter], message: Message, reason: str) -> None:

@@ -124,7 +124,7 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
 _TOPOLOGY_KEY = -1  # pending-buffer key of topology.log; segment n: 2n (.msg), 2n+1 (.ack)
-_PROPERTIES_CACHE = 4096
+_CACHE_SIZE = 4096
 
 
 class StoreLocked(RuntimeError):
@@ -258,8 +258,8 @@ def _publish_record(mid: int, qid: int, entry: Entry, salt: int) -> tuple[bytes,
     return _FRAME.pack(len(head) + len(body), crc), head, body
 
 
-def _scan(path: Path, data: bytes, magic: bytes, report: RecoveryReport) -> tuple[int, list[memoryview], int]:
-    """(salt, verified payloads, length of the good prefix to keep) of one file.
+def _scan(path: Path, data: bytes, magic: bytes, report: RecoveryReport) -> tuple[int, list[int], int]:
+    """(salt, offsets of the verified payloads, length of the good prefix to keep).
 
     A bad frame in the middle is skipped up to the next frame that verifies; a
     bad tail (a torn last write) is dropped. Both are logged with their offsets.
@@ -271,15 +271,18 @@ def _scan(path: Path, data: bytes, magic: bytes, report: RecoveryReport) -> tupl
         return 0, [], -1
     _, salt = _HEADER.unpack_from(data, 0)
     view = memoryview(data)
-    payloads: list[memoryview] = []
+    starts: list[int] = []
+    append, frame, crc32 = starts.append, _FRAME.unpack_from, zlib.crc32
     pos = _HEADER.size
     keep = size
     while pos < size:
-        if _valid_frame(data, view, pos, salt):
-            length = _FRAME.unpack_from(data, pos)[0]
-            payloads.append(view[pos + 8 : pos + 8 + length])
-            pos += 8 + length
-            continue
+        if pos + 8 <= size:  # the common case inline: one frame after another
+            length, crc = frame(data, pos)
+            end = pos + 8 + length
+            if 0 < length and end <= size and crc32(view[pos + 8 : end], salt) == crc:
+                append(pos + 8)
+                pos = end
+                continue
         resume = _resync(data, view, pos + 1, salt)
         if resume is None:
             _dropped(report, f"{path.name}: torn tail, dropped {size - pos} bytes at offset {pos}")
@@ -287,23 +290,21 @@ def _scan(path: Path, data: bytes, magic: bytes, report: RecoveryReport) -> tupl
             break
         _dropped(report, f"{path.name}: corrupt record, dropped {resume - pos} bytes at offset {pos}")
         pos = resume
-    return salt, payloads, keep
-
-
-def _valid_frame(data: bytes, view: memoryview, pos: int, salt: int) -> bool:
-    if pos + 8 > len(data):
-        return False
-    length, crc = _FRAME.unpack_from(data, pos)
-    end = pos + 8 + length
-    return 0 < length and end <= len(data) and zlib.crc32(view[pos + 8 : end], salt) == crc
+    return salt, starts, keep
 
 
 def _resync(data: bytes, view: memoryview, start: int, salt: int) -> int | None:
-    for pos in range(start, len(data) - 8):
-        length = _U32.unpack_from(data, pos)[0]
-        if 0 < length <= len(data) - pos - 8 and _valid_frame(data, view, pos, salt):
+    """The next offset where a frame verifies (the salt makes a false match ~2**-32)."""
+    size = len(data)
+    for pos in range(start, size - 8):
+        length, crc = _FRAME.unpack_from(data, pos)
+        if 0 < length <= size - pos - 8 and zlib.crc32(view[pos + 8 : pos + 8 + length], salt) == crc:
             return pos
     return None
+
+
+def _payload(data: bytes, start: int) -> bytes:
+    return data[start : start + _U32.unpack_from(data, start - 8)[0]]
 
 
 def _dropped(report: RecoveryReport, text: str) -> None:
@@ -495,10 +496,11 @@ class Store:
                 orphan.unlink()  # its segment was deleted; the unlink of its log was lost
         self._live = {}
         self._seg_firsts, self._seg_numbers = [], []
-        properties_cache: dict[bytes, Any] = {}
+        # Names and property lists repeat from message to message: share one object.
+        caches: tuple[dict[bytes, str], dict[bytes, Any]] = ({}, {})
         max_mid = 0
         for number in numbers:
-            first, last, live = self._recover_segment(number, alive, properties_cache)
+            first, last, live = self._recover_segment(number, alive, caches)
             if first:  # else it held nothing and is gone
                 report.segments += 1
                 self._seg_firsts.append(first)
@@ -514,33 +516,34 @@ class Store:
         report.messages = sum(len(entries) for entries in self._recovered.values())
         report.seconds = time.monotonic() - started
 
-    def _read(self, path: Path, magic: bytes, key: int) -> list[memoryview]:
-        """The verified records of one file; remembers its salt so appends match it."""
+    def _read(self, path: Path, magic: bytes, key: int) -> tuple[bytes, list[int]]:
+        """A file's bytes and the offsets of its verified records; remembers its
+        salt so that later appends match it."""
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return []
+            return b"", []
         self.report.bytes_read += len(data)
-        salt, payloads, keep = _scan(path, data, magic, self.report)
+        salt, starts, keep = _scan(path, data, magic, self.report)
         if self._readonly:
-            return payloads
+            return data, starts
         if keep < 0:
             if data:
                 path.rename(path.with_name(path.name + ".corrupt"))
                 log.warning("recovery: kept the unreadable %s as %s.corrupt", path.name, path.name)
             else:
                 path.unlink()
-            return []
+            return b"", []
         if keep < len(data):
             os.truncate(path, keep)
         self._salts[key] = salt
-        return payloads
+        return data, starts
 
     def _recover_topology(self) -> None:
         path = self.directory / "topology.log"
-        payloads = self._read(path, _MAGIC_TOPOLOGY, _TOPOLOGY_KEY)
-        for payload in payloads:
-            record = bytes(payload)
+        data, starts = self._read(path, _MAGIC_TOPOLOGY, _TOPOLOGY_KEY)
+        for start in starts:
+            record = _payload(data, start)
             kind = record[0]
             values = _unfields(record)
             try:
@@ -565,72 +568,96 @@ class Store:
                 _dropped(self.report, f"topology.log: malformed record of type {kind:#x}")
 
     def _recover_segment(
-        self, number: int, alive: set[int], properties_cache: dict[bytes, Any]
+        self, number: int, alive: set[int], caches: tuple[dict[bytes, str], dict[bytes, Any]]
     ) -> tuple[int, int, int]:
-        """Replay one segment: (first mid, last mid, live entries); entries go to `_recovered`."""
+        """Replay one segment: (first mid, last mid, live entries); entries go to `_recovered`.
+
+        The common case (published, maybe settled, never touched otherwise) keeps
+        no state but the PUBLISH record's offset: 1M messages recover in seconds."""
         msgs = self.directory / "msgs"
-        payloads = self._read(msgs / f"{number:010d}.msg", _MAGIC_MSG, number * 2)
-        published: dict[int, memoryview] = {}
-        # (mid << 32 | qid) -> [seq, expires_at, priority, delivered, delivery count, redelivered]
-        states: dict[int, list[Any]] = {}
+        data, starts = self._read(msgs / f"{number:010d}.msg", _MAGIC_MSG, number * 2)
         unpack_pub = _PUB.unpack_from
-        for payload in payloads:
-            if payload[0] != _PUBLISH or len(payload) < _PUB.size:
-                continue
-            _, mid, qid, seq, expires, priority = unpack_pub(payload)[:6]
-            published[mid] = payload
-            states[mid << 32 | qid] = [seq, expires, priority, False, 0, False]
+        published: dict[int, tuple[int, tuple[Any, ...]]] = {}  # mid -> (offset, fields) of its PUBLISH
+        # (mid << 32 | qid) -> None (as published) or
+        # [seq, expires_at, priority, delivered, delivery count, redelivered]
+        states: dict[int, list[Any] | None] = {}
+        for start in starts:
+            if data[start] == _PUBLISH:
+                fields = unpack_pub(data, start)
+                published[fields[1]] = (start, fields)
+                states[fields[1] << 32 | fields[2]] = None
         if not published:
             for suffix in ("ack", "msg"):
                 (msgs / f"{number:010d}.{suffix}").unlink(missing_ok=True)
             self._salts.pop(number * 2, None)
             return 0, 0, 0
-        records = self._read(msgs / f"{number:010d}.ack", _MAGIC_ACK, number * 2 + 1)
-        for record in records:
-            kind = record[0]
+
+        def touched(key: int) -> list[Any] | None:
+            if key not in states:
+                return None
+            state = states[key]
+            if state is None:
+                fields = published[key >> 32][1]
+                state = states[key] = [fields[3], fields[4], fields[5], False, 0, False]
+            return state
+
+        acks, records = self._read(msgs / f"{number:010d}.ack", _MAGIC_ACK, number * 2 + 1)
+        for start in records:
+            kind = acks[start]
             try:
-                if kind == _DELIVERED:
-                    state = states.get(_key(_REF.unpack_from(record)))
+                if kind == _REMOVED:
+                    states.pop(_key(_REF.unpack_from(acks, start)), None)
+                elif kind == _DELIVERED:
+                    state = touched(_key(_REF.unpack_from(acks, start)))
                     if state is not None:
                         state[3] = True
-                elif kind == _REMOVED:
-                    states.pop(_key(_REF.unpack_from(record)), None)
                 elif kind == _REQUEUED:
-                    _, mid, qid, count = _REQ.unpack_from(record)
-                    state = states.get(mid << 32 | qid)
+                    _, mid, qid, count = _REQ.unpack_from(acks, start)
+                    state = touched(mid << 32 | qid)
                     if state is not None:
                         state[3], state[4], state[5] = False, count, True
                 elif kind == _ENQUEUE:
-                    _, mid, qid, seq, expires, priority = _ENQ.unpack_from(record)
+                    _, mid, qid, seq, expires, priority = _ENQ.unpack_from(acks, start)
                     if mid in published:
                         states[mid << 32 | qid] = [seq, expires, priority, False, 0, False]
                 elif kind == _PURGED:
-                    _, qid, upto = _PURGE.unpack_from(record)
-                    for key in [k for k, s in states.items()
-                                if k & 0xFFFFFFFF == qid and k >> 32 <= upto and not s[3]]:
-                        del states[key]
+                    _, qid, upto = _PURGE.unpack_from(acks, start)
+                    for key in [k for k in states if k & 0xFFFFFFFF == qid and k >> 32 <= upto]:
+                        state = states[key]
+                        if state is None or not state[3]:
+                            del states[key]
             except struct.error:
                 _dropped(self.report, f"{number:010d}.ack: malformed record of type {kind:#x}")
         messages: dict[int, Message] = {}
+        recovered, redelivered = self._recovered, self._redelivered
         live = 0
-        for key, (seq, expires, priority, delivered, count, redelivered) in states.items():
+        for key, state in states.items():
             qid = key & 0xFFFFFFFF
             if qid not in alive:
                 continue  # its queue was deleted
             mid = key >> 32
+            start, fields = published[mid]
             message = messages.get(mid)
             if message is None:
-                message = messages[mid] = _message(published[mid], properties_cache)
-            entry = Entry(message, seq, None if expires < 0 else expires, priority)
-            entry.delivery_count = count
-            entry.redelivered = redelivered
-            if delivered:
-                # Handed out and not settled when the broker stopped: back in the
-                # queue as when a consumer's channel closes (rabbit requeue).
-                entry.redelivered = True
-                entry.delivery_count += 1
-                self._redelivered.setdefault(qid, []).append(entry)
-            self._recovered.setdefault(qid, []).append(entry)
+                message = messages[mid] = _message(data, start, fields, caches)
+            if state is None:
+                _, _, _, seq, expires, priority = fields[:6]
+                entry = Entry(message, seq, None if expires < 0 else expires, priority)
+            else:
+                seq, expires, priority, delivered, count, again = state
+                entry = Entry(message, seq, None if expires < 0 else expires, priority)
+                entry.delivery_count = count
+                entry.redelivered = again
+                if delivered:
+                    # Handed out and not settled when the broker stopped: back in the
+                    # queue as when a consumer's channel closes (rabbit requeue).
+                    entry.redelivered = True
+                    entry.delivery_count += 1
+                    redelivered.setdefault(qid, []).append(entry)
+            entries = recovered.get(qid)
+            if entries is None:
+                entries = recovered[qid] = []
+            entries.append(entry)
             live += 1
         return min(published), max(published), live
 
@@ -1123,30 +1150,45 @@ def _binding_record(kind: int, vhost: str, binding: BindingLike) -> bytes:
                    _text(destination.name), _text(binding.binding_key), _table(binding.arguments_dict))
 
 
-def _message(payload: memoryview, cache: dict[bytes, Any]) -> Message:
-    """A stored PUBLISH record as a Message again (properties as the publisher sent them)."""
-    (_, mid, _, _, _, _, exchange_size, key_size, count, properties_size, body_size) = _PUB.unpack_from(payload)
-    pos = _PUB.size
-    exchange = _str(bytes(payload[pos : pos + exchange_size]))
+def _message(
+    data: bytes, start: int, fields: tuple[Any, ...], caches: tuple[dict[bytes, str], dict[bytes, Any]]
+) -> Message:
+    """A stored PUBLISH record (at `start`, its fixed part unpacked in `fields`) as a
+    Message again, its properties as the publisher sent them."""
+    (_, mid, _, _, _, _, exchange_size, key_size, count, properties_size, body_size) = fields
+    names, properties_cache = caches
+    pos = start + _PUB.size
+    exchange = _name(data[pos : pos + exchange_size], names)
     pos += exchange_size
-    routing_key = _str(bytes(payload[pos : pos + key_size]))
+    routing_key = _name(data[pos : pos + key_size], names)
     pos += key_size
     keys: tuple[str, ...] = ()
     for _ in range(count):
-        (size,) = _U16.unpack_from(payload, pos)
-        keys += (_str(bytes(payload[pos + 2 : pos + 2 + size])),)
+        (size,) = _U16.unpack_from(data, pos)
+        keys += (_name(data[pos + 2 : pos + 2 + size], names),)
         pos += 2 + size
-    raw = bytes(payload[pos : pos + properties_size])
+    raw = data[pos : pos + properties_size]
     pos += properties_size
-    body = bytes(payload[pos : pos + body_size])
+    body = data[pos : pos + body_size]
     # Properties without headers hold nothing mutable: messages may share them.
-    properties = cache.get(raw)
-    if properties is None:
+    cached = properties_cache.get(raw)
+    if cached is None:
         properties = decode_properties(raw)
         if not properties.headers:
-            if len(cache) >= _PROPERTIES_CACHE:
-                cache.clear()
-            cache[raw] = properties
+            if len(properties_cache) >= _CACHE_SIZE:
+                properties_cache.clear()
+            properties_cache[raw] = (raw, properties)
+    else:
+        raw, properties = cached
     message = Message(exchange, routing_key, properties, body, raw, keys or (routing_key,))
     message.message_id = mid
     return message
+
+
+def _name(value: bytes, names: dict[bytes, str]) -> str:
+    name = names.get(value)
+    if name is None:
+        if len(names) >= _CACHE_SIZE:
+            names.clear()
+        name = names[value] = value.decode("utf-8", "surrogateescape")
+    return name
