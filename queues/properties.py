@@ -179,9 +179,24 @@ _LAYOUT: Final = tuple(
 )
 
 
+class _NoProperties(_DecodedProperties):
+    """The one shared value for an empty property list (two zero flag bytes):
+    most messages of a busy publisher carry none, and sharing saves ~180 bytes
+    of every queued message. Shared, so it refuses changes."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("decoded properties are shared: build new ones to change them")
+
+
+NO_PROPERTIES: Final = _NoProperties.__new__(_NoProperties)
+
+
 def decode_properties(raw: bytes) -> Basic.Properties:
     """pamqp's Basic.Properties for a property list, without pamqp's validation
-    (RabbitMQ checks delivery-mode itself, per publish, with its own error)."""
+    (RabbitMQ checks delivery-mode itself, per publish, with its own error).
+    Treat the result as read-only: an empty list decodes to a shared value."""
+    if raw == b"\x00\x00":
+        return NO_PROPERTIES
     props = _DecodedProperties.__new__(_DecodedProperties)
     size = len(raw)
     if size < 2:

@@ -1,0 +1,243 @@
+"""leveret against the reference RabbitMQ, measured side by side in one run.
+
+A script, not a test:
+
+    .venv/bin/python tests/perf/compare_rabbitmq.py [--quick] [--only NAME,...]
+
+It starts `leveret serve` on a free port, runs shared/bench's C load driver in
+`compare` mode (A = RabbitMQ on 127.0.0.1:5672, B = leveret, interleaved
+A B A B so a noisy host hurts both alike), and prints one table of ratios
+(leveret / RabbitMQ; for latency, RabbitMQ's p99 / leveret's, so above 1.0 is
+better everywhere) against the targets of issue 9. Figures from different
+runs are not comparable: the hosts steal CPU at times.
+
+Scenarios beyond the driver's standard suite:
+- fan-out to 10 queues: the driver's topic scenario with a one-word
+  vocabulary and 10 queues, so each of the 10 bindings matches every key and
+  every confirmed publish is delivered to 10 queues.
+- topic 100 000 selective bindings, and 10 000 wildcard-heavy (--topic-wild).
+- persistent publishes with confirms on a durable queue (needs the durable
+  store: skipped with a note when `leveret serve --data-dir` does not persist).
+- memory per queued message: 1 000 000 16-byte messages published into one
+  queue on each broker; RabbitMQ's figure is the queue's own memory
+  (rabbitmqctl list_queues memory), leveret's the growth of its resident set.
+- start-up: process start to first accepted TCP connection (leveret only:
+  the shared reference cannot be restarted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT.parent / "shared" / "bench" / "amqp_bench.sh"
+REFERENCE = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    driver_args: tuple[str, ...]
+    target: float
+    measure: str = "msg_per_s"  # or "p99_us" (lower is better)
+
+
+SCENARIOS = (
+    Scenario("publish 16 B", ("publish_16b",), 1.0),
+    Scenario("publish 1 KiB", ("publish_1k",), 1.0),
+    Scenario("confirm 16 B", ("confirm_16b",), 1.0),
+    Scenario("confirm 1 KiB", ("confirm_1k",), 1.0),
+    Scenario("e2e 16 B", ("e2e_16b",), 1.0),
+    Scenario("e2e 1 KiB", ("e2e_1k",), 1.0),
+    Scenario("e2e confirm 16 B", ("e2e_confirm_16b",), 1.0),
+    Scenario("e2e confirm 1 KiB", ("e2e_confirm_1k",), 1.0),
+    Scenario("latency p99 @1000/s", ("latency_16b",), 1.0, "p99_us"),
+    Scenario("fan-out to 10 queues", ("topic_10", "--topic-queues", "10", "--topic-vocab", "1"), 1.0),
+    Scenario("topic 100 000 selective", ("topic_100000",), 4.0),
+    Scenario("topic 10 000 wildcard", ("topic_10000", "--topic-wild"), 5.0),
+    Scenario("persistent confirm 16 B", ("confirm_16b", "--persistent"), 1.0),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float) -> float:
+    """Seconds until a TCP connect to `port` succeeds."""
+    started = time.perf_counter()
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return time.perf_counter() - started
+        except OSError:
+            if time.perf_counter() - started > timeout:
+                raise
+            time.sleep(0.002)
+
+
+def leveret_command(port: int, data_dir: str | None) -> list[str]:
+    command = [sys.executable, "-m", "leveret.cli", "serve", "--port", str(port)]
+    if data_dir:
+        command += ["--data-dir", data_dir]
+    return command
+
+
+def start_leveret(port: int, data_dir: str | None) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(leveret_command(port, data_dir), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, 10)
+    return process
+
+
+def startup_seconds(rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        port = free_port()
+        started = time.perf_counter()
+        process = subprocess.Popen(leveret_command(port, None), cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, 10)
+            times.append(time.perf_counter() - started)
+        finally:
+            process.terminate()
+            process.wait(10)
+    return statistics.median(times)
+
+
+def compare(leveret_url: str, scenario: Scenario, duration: float, repeat: int) -> dict:
+    command = ["bash", str(BENCH), "compare", REFERENCE, leveret_url, *scenario.driver_args,
+               "--duration", str(duration), "--repeat", str(repeat)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"driver failed for {scenario.name}: {result.stderr.strip()[-400:]}")
+    return json.loads(lines[-1])
+
+
+def ratio(report: dict, scenario: Scenario) -> tuple[float, float, float]:
+    rabbit, leveret = report["a"][scenario.measure], report["b"][scenario.measure]
+    if scenario.measure == "p99_us":  # lower is better: RabbitMQ's over ours
+        return rabbit, leveret, rabbit / leveret
+    return rabbit, leveret, leveret / rabbit
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def publish_many(url: str, queue: str, count: int) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.queue_declare(queue, auto_delete=False)
+    body = b"x" * 16
+    for _ in range(count):
+        channel.basic_publish("", queue, body)
+    channel.queue_declare(queue, passive=True)  # a round trip: everything was taken
+    connection.close()
+
+
+def delete_queue(url: str, queue: str) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    connection.channel().queue_delete(queue)
+    connection.close()
+
+
+def memory_per_message(leveret_url: str, leveret_pid: int, count: int) -> tuple[float, float]:
+    queue = f"perf-memory-{uuid.uuid4().hex[:8]}"
+    try:
+        publish_many(REFERENCE, queue, count)
+        time.sleep(1)  # let the queue process settle its stats
+        listing = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "memory"],
+                                 capture_output=True, text=True, timeout=60).stdout
+        rabbit = next(int(line.split()[1]) for line in listing.splitlines() if line.startswith(queue))
+    finally:
+        delete_queue(REFERENCE, queue)
+    before = rss_bytes(leveret_pid)
+    publish_many(leveret_url, queue, count)
+    leveret = rss_bytes(leveret_pid) - before
+    delete_queue(leveret_url, queue)
+    return rabbit / count, leveret / count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 s runs, one repeat (a smoke run)")
+    parser.add_argument("--only", help="comma-separated scenario names (substring match)")
+    parser.add_argument("--messages", type=int, default=1_000_000, help="messages for the memory figure")
+    args = parser.parse_args(argv)
+    duration, repeat = (3.0, 1) if args.quick else (10.0, 3)
+    if shutil.which("gcc") is None:
+        print("needs gcc and librabbitmq-dev: apt-get install -y gcc librabbitmq-dev", file=sys.stderr)
+        return 2
+    try:
+        wait_for_port(5672, 1)
+    except OSError:
+        print("no reference RabbitMQ on 127.0.0.1:5672: nothing to compare with", file=sys.stderr)
+        return 2
+
+    wanted = [s for s in SCENARIOS if not args.only or any(w.strip() in s.name for w in args.only.split(","))]
+    rows: list[tuple[str, str, str, float | None, float]] = []
+    data_dir = tempfile.mkdtemp(prefix="leveret-perf-")
+    port = free_port()
+    server = start_leveret(port, data_dir)
+    url = f"amqp://guest:guest@127.0.0.1:{port}/"
+    try:
+        for scenario in wanted:
+            try:
+                report = compare(url, scenario, duration, repeat)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                rows.append((scenario.name, "-", "-", None, scenario.target))
+                print(f"  {scenario.name}: {error}", file=sys.stderr)
+                continue
+            rabbit, leveret, value = ratio(report, scenario)
+            unit = "us p99" if scenario.measure == "p99_us" else "msg/s"
+            rows.append((scenario.name, f"{rabbit:,.0f} {unit}", f"{leveret:,.0f} {unit}", value, scenario.target))
+            print(f"  {scenario.name}: {value:.2f}x", file=sys.stderr, flush=True)
+        if not args.only or "memory" in args.only:
+            rabbit_bytes, leveret_bytes = memory_per_message(url, server.pid, args.messages)
+            rows.append((f"memory per message ({args.messages:,})", f"{rabbit_bytes:,.0f} B", f"{leveret_bytes:,.0f} B",
+                         rabbit_bytes / leveret_bytes, 1.0))
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    if not args.only or "start" in args.only:
+        seconds = startup_seconds(5)
+        rows.append(("start to first connection", "(not measured)", f"{seconds * 1000:.0f} ms",
+                     0.3 / seconds, 1.0))
+
+    print(f"\n{'scenario':<32}{'RabbitMQ':>18}{'leveret':>18}{'ratio':>8}{'target':>8}  ")
+    for name, rabbit_text, leveret_text, value, target in rows:
+        shown = "-" if value is None else f"{value:.2f}"
+        verdict = "" if value is None else ("ok" if value >= target else "BELOW")
+        print(f"{name:<32}{rabbit_text:>18}{leveret_text:>18}{shown:>8}{target:>7.1f}x  {verdict}")
+    print("\nratios: leveret/RabbitMQ (latency and memory: RabbitMQ/leveret; start-up: 0.3 s/leveret's)")
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())
