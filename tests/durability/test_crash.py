@@ -29,10 +29,6 @@ import contextlib
 import hashlib
 import os
 import random
-import select
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -40,7 +36,8 @@ from pathlib import Path
 
 import aio_pika
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.durability.process import LeveretProcess
+
 CYCLES = int(os.environ.get("LEVERET_CRASH_CYCLES", "8"))
 BUDGET = float(os.environ.get("LEVERET_CRASH_BUDGET", "35"))
 PUBLISHERS = 4
@@ -87,28 +84,6 @@ class Ledger:
             self.unknown += 1
         self.deliveries[queue].setdefault(message_id, []).append(bool(message.redelivered))
         return message_id
-
-
-class Server:
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "leveret.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=log.open("a"), text=True,
-        )
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 60)
-        line = self.process.stdout.readline() if ready else ""
-        assert "listening on amqp://127.0.0.1:" in line, f"no listening line: {line!r}; see {log}"
-        self.port = int(line.split("127.0.0.1:")[1].split()[0])
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(20)
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
@@ -191,7 +166,7 @@ async def consumer(url: str, ledger: Ledger, seen: set[tuple[str, str]]) -> None
 
 
 async def crash_cycle(
-    server: Server, cycle: int, ledger: Ledger, rng: random.Random, seen: set[tuple[str, str]]
+    server: LeveretProcess, cycle: int, ledger: Ledger, rng: random.Random, seen: set[tuple[str, str]]
 ) -> None:
     connection = await aio_pika.connect(server.url)
     channel = await connection.channel()
@@ -215,7 +190,7 @@ async def crash_cycle(
         await asyncio.wait_for(connection.close(), 1)
 
 
-async def drain(server: Server, ledger: Ledger) -> dict[str, int]:
+async def drain(server: LeveretProcess, ledger: Ledger) -> dict[str, int]:
     connection = await aio_pika.connect(server.url)
     left: dict[str, int] = {}
     try:
@@ -251,13 +226,13 @@ def test_confirmed_messages_survive_kill_9(tmp_path: Path) -> None:
         cycle = 0
         while cycle < CYCLES and time.monotonic() - started < BUDGET:
             cycle += 1
-            server = Server(data_dir, log)
+            server = LeveretProcess(data_dir, log)
             try:
                 await crash_cycle(server, cycle, ledger, rng, seen)
             finally:
                 if server.process.poll() is None:
                     server.kill()
-        server = Server(data_dir, log)
+        server = LeveretProcess(data_dir, log)
         try:
             return await drain(server, ledger)
         finally:
