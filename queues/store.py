@@ -95,6 +95,7 @@ log = logging.getLogger("leveret.store")
 SEGMENT_SIZE = 8 * 1024 * 1024  # LavinMQ's default segment size
 WRITE_DELAY = 0.05  # seconds a record no confirm waits for may sit in memory
 SYNC_INTERVAL = 1.0  # seconds between fsyncs of files no confirm waits for
+TOPOLOGY_COMPACT_MIN = 10_000  # topology.log is rewritten when twice as long as the topology, and this
 
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
@@ -421,6 +422,8 @@ class Store:
         self._exchanges: dict[tuple[str, str], bytes] = {}
         self._queues: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._bindings: dict[bytes, bytes] = {}
+        self._topology_records = 0  # records in topology.log, to know when to compact it
+        self._topology_snapshot: bytes | None = None  # for the writer to put in place
         # Recovered entries per qid until their queue is attached.
         self._recovered: dict[int, list[Entry]] = {}
         self._redelivered: dict[int, list[Entry]] = {}
@@ -712,19 +715,35 @@ class Store:
                         len(entries), names[0] if names else qid)
         self._recovered.clear()
         self._redelivered.clear()
-        self._rewrite_topology()
+        self._compact_topology()
         for number in [n for n, live in self._live.items() if not live and n != self._seg]:
             self._drop_segment(number)
         self._flush(full=True)
 
-    def _rewrite_topology(self) -> None:
-        path = self.directory / "topology.log"
-        temporary = path.with_name("topology.log.new")
+    def _compact_topology(self) -> None:
+        """Loop thread: replace topology.log by a snapshot of what is durable now.
+        The snapshot is made here (the topology lives on this thread); the writer
+        swaps the files. Records appended after it are framed for the new file."""
         salt = int.from_bytes(os.urandom(4), "little")
         records = [*self._exchanges.values(), *(r for _, r in self._queues.values()), *self._bindings.values()]
+        snapshot = _HEADER.pack(_MAGIC_TOPOLOGY, salt) + b"".join(_frame(r, salt) for r in records)
+        self._topology_records = len(records)
+        with self._lock:  # pending records are framed for the old file, and in the snapshot already
+            self._pending.pop(_TOPOLOGY_KEY, None)
+            self._salts[_TOPOLOGY_KEY] = salt
+            self._topology_snapshot = snapshot
+            self.position += 1
+            self._critical.add(_TOPOLOGY_KEY)
+            if self._waiting:
+                self._cond.notify()
+
+    def _replace_topology(self, snapshot: bytes, tail: bytes | bytearray) -> None:
+        """Writer (holding the io lock): the snapshot, then what came after it, as the new file."""
+        path = self.directory / "topology.log"
+        temporary = path.with_name("topology.log.new")
         with open(temporary, "wb") as out:
-            out.write(_HEADER.pack(_MAGIC_TOPOLOGY, salt))
-            out.write(b"".join(_frame(r, salt) for r in records))
+            out.write(snapshot)
+            out.write(tail)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
@@ -732,10 +751,7 @@ class Store:
         old = self._fds.pop(_TOPOLOGY_KEY, None)
         if old is not None:
             os.close(old)
-        self._salts[_TOPOLOGY_KEY] = salt
-        with self._lock:  # framed for the old file, and in the snapshot already
-            self._pending.pop(_TOPOLOGY_KEY, None)
-            self._critical.discard(_TOPOLOGY_KEY)
+        self._dirty.discard(_TOPOLOGY_KEY)
 
     # ------------------------------------------------------ topology journal
     def exchange_declared(self, vhost: str, exchange: ExchangeLike) -> None:
@@ -778,6 +794,10 @@ class Store:
 
     def _topology(self, record: bytes) -> None:
         self._append(_TOPOLOGY_KEY, record, True, True)
+        self._topology_records += 1
+        live = len(self._exchanges) + len(self._queues) + len(self._bindings)
+        if self._topology_records > max(TOPOLOGY_COMPACT_MIN, 2 * live):
+            self._compact_topology()  # declare/delete churn: the log is mostly history
 
     # ---------------------------------------------------- message journal
     def _seg_of(self, mid: int) -> int:
@@ -940,7 +960,10 @@ class Store:
         with self._io_lock:
             with self._lock:
                 self.write_pending = False
-                taken = [(key, self._pending.pop(key)) for key in list(self._pending) if key & 1 or key < 0]
+                # Topology records wait while a snapshot is pending: they belong after it.
+                skip = _TOPOLOGY_KEY if self._topology_snapshot is not None else 0
+                taken = [(key, self._pending.pop(key)) for key in list(self._pending)
+                         if (key & 1 or key < 0) and key != skip]
             for key, data in taken:
                 self._write(key, data)
 
@@ -989,8 +1012,11 @@ class Store:
                         pending, self._pending = self._pending, {}
                         critical, self._critical = self._critical, set()
                         unlink, self._unlink = self._unlink, []
+                        snapshot, self._topology_snapshot = self._topology_snapshot, None
                         taken = self.position
                         self.write_pending = False
+                    if snapshot is not None:
+                        self._replace_topology(snapshot, pending.pop(_TOPOLOGY_KEY, b""))
                     for key, data in pending.items():
                         if key & 1 or key < 0:
                             self._write(key, data)

@@ -303,6 +303,29 @@ def test_steady_publish_and_ack_keeps_the_store_small(node: Node) -> None:
     node.store.close()
 
 
+def test_declare_and_delete_churn_keeps_the_topology_log_small(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("queues.store.TOPOLOGY_COMPACT_MIN", 50)
+    node.vhost.declare_queue("keeper", durable=True)
+    node.publish("keeper", b"kept")
+    sizes = []
+    for n in range(400):
+        node.vhost.declare_queue(f"worker-{n}", durable=True)
+        node.vhost.bind("amq.direct", Destination.queue(f"worker-{n}"), "work")
+        node.vhost.delete_queue(f"worker-{n - 1}")
+        node.store.write_through()
+        if n % 50 == 49:
+            node.store.sync()
+            sizes.append((node.path / "topology.log").stat().st_size)
+    assert max(sizes) < 8000  # about 100 records at most, not 1 200
+    node = node.crash(confirmed=False)
+    assert set(node.vhost.queues) == {"keeper", "worker-399"}
+    assert [(b.source, b.destination.name) for b in node.vhost.bindings()] == [("amq.direct", "worker-399")]
+    assert node.bodies("keeper") == [b"kept"]
+    node.store.close()
+
+
 def test_a_segment_goes_when_its_last_message_does(node: Node) -> None:
     node = node.restart()
     node.store.segment_size = 4096
