@@ -114,10 +114,12 @@ class HttpServer:
                 if not keep_alive:
                     break
                 await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the client went away, stalled, or sent a line too long: drop it
         except asyncio.CancelledError:
             pass
+        except Exception:
+            log.exception("internal error on an HTTP connection from %s", peer_host)
         finally:
             with contextlib.suppress(Exception):
                 writer.close()

@@ -138,3 +138,15 @@ def test_no_content_has_no_length(leveret_management: ManagementServer) -> None:
     first, second = answer.split(b"\r\n\r\n")[:2]
     assert first.startswith(b"HTTP/1.1 201 Created") and b"content-length: 0" in first
     assert second.startswith(b"HTTP/1.1 204 No Content") and b"content-length" not in second
+
+
+def test_a_chunk_size_line_too_long_drops_the_connection_quietly(leveret_management: ManagementServer,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    request = (b"POST /api/definitions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"1" * 70_000 + b"\r\n")
+
+    answer = raw_exchange(leveret_management.port, request)
+
+    assert answer == b""
+    assert Http(leveret_management.url).get("/api/whoami")["name"] == "guest"  # still serving
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
