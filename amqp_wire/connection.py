@@ -253,6 +253,12 @@ class Connection:
         return True
 
     def _handle_frame(self, frame_type: int, channel: int, payload: bytes) -> None:
+        # The common case first: a frame for an open channel. Channels exist
+        # only while the connection is open, and never on channel 0.
+        handler = self.channels.get(channel)
+        if handler is not None and 1 <= frame_type <= 3 and (payload or frame_type != framing.FRAME_METHOD):
+            handler.handle_frame(frame_type, payload)
+            return
         if frame_type == framing.FRAME_HEARTBEAT:
             if payload:
                 raise exceptions.AMQPFrameError(f"{frame_snippet(frame_type, payload)}: unknown_frame")

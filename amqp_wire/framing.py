@@ -31,23 +31,27 @@ _BASIC_CLASS = 60
 
 
 class FrameReader:
-    """Accumulates bytes and yields complete frames as (type, channel, payload)."""
+    """Accumulates bytes and yields complete frames as (type, channel, payload).
+
+    The buffer is immutable bytes: a read usually holds whole frames, so it is
+    parsed in place and only the tail of a partial frame (less than frame_max)
+    is kept and joined to the next read.
+    """
 
     __slots__ = ("_buffer", "frame_max")
 
     def __init__(self, frame_max: int) -> None:
-        self._buffer = bytearray()
+        self._buffer = b""
         self.frame_max = frame_max
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
+        self._buffer = self._buffer + data if self._buffer else bytes(data)
 
     def take(self, count: int) -> bytes | None:
         """Raw bytes (the protocol header), or None until `count` have arrived."""
         if len(self._buffer) < count:
             return None
-        chunk = bytes(self._buffer[:count])
-        del self._buffer[:count]
+        chunk, self._buffer = self._buffer[:count], self._buffer[count:]
         return chunk
 
     @property
@@ -59,25 +63,28 @@ class FrameReader:
         frames: list[tuple[int, int, bytes]] = []
         position = 0
         end = len(buffer)
+        frame_max = self.frame_max
+        unpack = _HEADER.unpack_from
         while end - position >= 7:
-            frame_type, channel, size = _HEADER.unpack_from(buffer, position)
-            if self.frame_max and size + FRAME_OVERHEAD > self.frame_max:
+            frame_type, channel, size = unpack(buffer, position)
+            if frame_max and size + FRAME_OVERHEAD > frame_max:
+                self._buffer = buffer[position:]
                 raise exceptions.AMQPFrameError(
                     f"{frame_snippet(frame_type, b'')}: "
-                    f"{{frame_too_large,{size},{self.frame_max - FRAME_OVERHEAD}}}"
+                    f"{{frame_too_large,{size},{frame_max - FRAME_OVERHEAD}}}"
                 )
             frame_end = position + 7 + size
             if frame_end >= end:
                 break
             if buffer[frame_end] != FRAME_END:
-                payload = bytes(buffer[position + 7 : frame_end])
+                self._buffer = buffer[position:]
                 raise exceptions.AMQPFrameError(
-                    f"{frame_snippet(frame_type, payload)}: {{invalid_frame_end_marker,{buffer[frame_end]}}}"
+                    f"{frame_snippet(frame_type, buffer[position + 7 : frame_end])}: "
+                    f"{{invalid_frame_end_marker,{buffer[frame_end]}}}"
                 )
-            frames.append((frame_type, channel, bytes(buffer[position + 7 : frame_end])))
+            frames.append((frame_type, channel, buffer[position + 7 : frame_end]))
             position = frame_end + 1
-        if position:
-            del buffer[:position]
+        self._buffer = buffer[position:] if position else buffer
         return frames
 
 
