@@ -9,7 +9,6 @@ Skips when nothing listens on 127.0.0.1:5672.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,21 +21,13 @@ from bindings.model import Binding, Destination
 from bindings.topic import TopicTrie
 from tests.bindings.bindings_fields import Field, decoded, decoded_value, label
 from tests.bindings.bindings_golden import HEADERS, TOPIC, X_MATCH_ERRORS, HeadersCase, XMatchCase
+from tests.reference import HOST, PORT, reachable
 
 pika = pytest.importorskip("pika")
 pika_data = pytest.importorskip("pika.data")
 
 pytestmark = pytest.mark.rabbitmq
 
-HOST, PORT = "127.0.0.1", 5672
-
-
-def reachable() -> bool:
-    try:
-        with socket.create_connection((HOST, PORT), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class Probe:

@@ -11,7 +11,6 @@ RabbitMQ listens on 127.0.0.1:5672.
 from __future__ import annotations
 
 import re
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,20 +21,12 @@ from tests.core.test_core_exchanges import DECLARE_ERRORS
 from tests.core.test_core_exchanges import REDECLARE as EXCHANGE_REDECLARE
 from tests.core.test_core_queues import ACCEPTED, ARGUMENT_ERRORS, QUORUM_PROPERTIES
 from tests.core.test_core_queues import REDECLARE as QUEUE_REDECLARE
+from tests.reference import HOST, PORT, reachable
 
 pika = pytest.importorskip("pika")
 
 pytestmark = pytest.mark.rabbitmq
 
-HOST, PORT = "127.0.0.1", 5672
-
-
-def reachable() -> bool:
-    try:
-        with socket.create_connection((HOST, PORT), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class Session:

@@ -28,7 +28,6 @@ test of its own where no RabbitMQ is reachable.
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,10 +40,10 @@ from bindings.model import Destination
 from queues.fieldtable import Field, TypedTable, to_plain
 from queues.properties import RawProperties, encode_properties
 from tests.core.core_support import World, make_message
+from tests.reference import HOST, PORT, reachable
 
 pika = pytest.importorskip("pika")
 
-HOST, PORT = "127.0.0.1", 5672
 RETRIES = 3
 
 
@@ -358,14 +357,6 @@ class RabbitMQ:
             self.channel.queue_delete(name)
         for name in self.exchanges:
             self.channel.exchange_delete(name)
-
-
-def reachable() -> bool:
-    try:
-        with socket.create_connection((HOST, PORT), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ prefix and everything declared is deleted: the reference is shared.
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,21 +17,11 @@ import aiormq
 import pytest
 from aio_pika import ExchangeType, Message
 
-REFERENCE_URL = "amqp://guest:guest@127.0.0.1:5672/"
+from tests import reference
 
+REFERENCE_URL = reference.URL
 
-def reference_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = [
-    pytest.mark.rabbitmq,
-    pytest.mark.skipif(not reference_reachable(), reason="no reference RabbitMQ on 127.0.0.1:5672"),
-]
+pytestmark = [pytest.mark.rabbitmq, reference.needs_reference]
 
 Scenario = Callable[[aio_pika.abc.AbstractConnection, str, list[Any]], Awaitable[None]]
 

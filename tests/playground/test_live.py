@@ -24,8 +24,9 @@ from leveret.playground.live import (
 )
 from leveret.playground.parser import parse
 from leveret.playground.render import make_console
+from tests import reference
 
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+RABBITMQ_URL = reference.URL
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "playground"
 # Every sample: the issue's bar is that they show no difference against
 # RabbitMQ. retry-backoff and payment-flow wait in real time (~5s each).
@@ -34,15 +35,7 @@ PLUGIN_SAMPLES = {"consistent-hash.route", "deduplication.route", "delayed-retry
 SAMPLE_FILES = sorted(p.name for p in SAMPLES.glob("*.route") if p.name not in PLUGIN_SAMPLES)
 
 
-def rabbitmq_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-needs_rabbitmq = pytest.mark.skipif(not rabbitmq_reachable(), reason="no RabbitMQ on 127.0.0.1:5672")
+needs_rabbitmq = reference.needs_reference
 
 
 def against(url: str, path: Path) -> tuple[list[Difference] | None, str]:
