@@ -28,7 +28,7 @@ from pamqp import exceptions
 from bindings.model import Binding, Destination
 from exchanges import base
 from exchanges.base import Exchange
-from exchanges.delayed import DELAYED, DelayedMessages, delay_of, released
+from exchanges.delayed import DELAYED, DelayedMessage, DelayedMessages, delay_of, released
 from exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
 from queues.arguments import (
     assert_equivalent,
@@ -655,6 +655,14 @@ class VirtualHost:
                 self._timed.add(queue)  # recovered messages keep their TTL deadlines
             if dead:
                 self.dead_letter(dead, now_ms)
+        # Persistent messages waiting on durable x-delayed-message exchanges, due
+        # when they were (a time already past routes them at the next timer).
+        self.delayed.store = journal
+        for entry in journal.recovered_delayed(self.name):
+            message = entry.message
+            delay = delay_of(message.properties.headers) or 0
+            self.delayed.restore(DelayedMessage(
+                entry.expires_at or now_ms, entry.seq, message.exchange, delay, message, durable=True))
 
     # ------------------------------------------------------------- timers
     def next_deadline(self) -> int | None:

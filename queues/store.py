@@ -121,6 +121,7 @@ _PURGE = struct.Struct("<BIQ")  # type, qid, every ready message up to this mid
 _EXCHANGE, _EXCHANGE_DELETED = 0x58, 0x78  # X x
 _QUEUE, _QUEUE_DELETED = 0x51, 0x71  # Q q
 _BINDING, _UNBINDING = 0x42, 0x62  # B b
+_DELAY_QUEUE = 0x44  # D: the qid that holds a vhost's delayed messages (x-delayed-message)
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -167,6 +168,17 @@ class BindingLike(Protocol):
     def arguments_dict(self) -> dict[str, Any]: ...
 
 
+class DelayedLike(Protocol):
+    """A message waiting on an x-delayed-message exchange (exchanges.delayed.DelayedMessage)."""
+
+    @property
+    def deliver_at(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def message(self) -> Message: ...
+
+
 class TopologyJournal(Protocol):
     """What a VirtualHost tells about durable topology (exchanges.vhost calls it)."""
 
@@ -177,6 +189,9 @@ class TopologyJournal(Protocol):
     def bound(self, vhost: str, binding: BindingLike) -> None: ...
     def unbound(self, vhost: str, binding: BindingLike) -> None: ...
     def attach_queue(self, vhost: str, queue: Queue, now_ms: int) -> list[DeadLetter]: ...
+    def delayed(self, vhost: str, entry: DelayedLike) -> None: ...
+    def released(self, vhost: str, entry: DelayedLike) -> None: ...
+    def recovered_delayed(self, vhost: str) -> list[Entry]: ...
 
 
 @dataclass(slots=True)
@@ -422,6 +437,8 @@ class Store:
         self._exchanges: dict[tuple[str, str], bytes] = {}
         self._queues: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._bindings: dict[bytes, bytes] = {}
+        self._delay_queues: dict[str, tuple[int, bytes]] = {}  # vhost -> (qid, record)
+        self._delay_logs: dict[str, _QueueLog] = {}
         self._topology_records = 0  # records in topology.log, to know when to compact it
         self._topology_snapshot: bytes | None = None  # for the writer to put in place
         # Recovered entries per qid until their queue is attached.
@@ -490,7 +507,7 @@ class Store:
         started = time.monotonic()
         report = self.report
         self._recover_topology()
-        alive = {qid for qid, _ in self._queues.values()}
+        alive = {qid for qid, _ in (*self._queues.values(), *self._delay_queues.values())}
         report.exchanges, report.queues, report.bindings = (
             len(self._exchanges), len(self._queues), len(self._bindings))
         numbers = sorted({int(p.stem) for p in (self.directory / "msgs").glob("*.msg") if p.stem.isdigit()})
@@ -567,6 +584,10 @@ class Store:
                     self._bindings[record[1:]] = record
                 elif kind == _UNBINDING:
                     self._bindings.pop(record[1:], None)
+                elif kind == _DELAY_QUEUE:
+                    qid = _U32.unpack(values[1])[0]
+                    self._delay_queues[_str(values[0])] = (qid, record)
+                    self._next_qid = max(self._next_qid, qid + 1)
             except (IndexError, struct.error):
                 _dropped(self.report, f"topology.log: malformed record of type {kind:#x}")
 
@@ -725,7 +746,8 @@ class Store:
         The snapshot is made here (the topology lives on this thread); the writer
         swaps the files. Records appended after it are framed for the new file."""
         salt = int.from_bytes(os.urandom(4), "little")
-        records = [*self._exchanges.values(), *(r for _, r in self._queues.values()), *self._bindings.values()]
+        records = [*self._exchanges.values(), *(r for _, r in self._queues.values()), *self._bindings.values(),
+                   *(r for _, r in self._delay_queues.values())]
         snapshot = _HEADER.pack(_MAGIC_TOPOLOGY, salt) + b"".join(_frame(r, salt) for r in records)
         self._topology_records = len(records)
         with self._lock:  # pending records are framed for the old file, and in the snapshot already
@@ -792,10 +814,41 @@ class Store:
         if self._bindings.pop(record[1:], None) is not None:
             self._topology(record)
 
+    # ------------------------------------------------------- delayed messages
+    def delayed(self, vhost: str, entry: DelayedLike) -> None:
+        """A persistent message waits on a durable x-delayed-message exchange: kept as an
+        entry of the vhost's delay pseudo-queue, its release time as its deadline."""
+        journal = self._delay_logs.get(vhost)
+        if journal is None:
+            known = self._delay_queues.get(vhost)
+            if known is None:
+                qid = self._next_qid
+                self._next_qid += 1
+                known = self._delay_queues[vhost] = (qid, _fields(_DELAY_QUEUE, _text(vhost), _U32.pack(qid)))
+                self._topology(known[1])
+            journal = self._delay_logs[vhost] = _QueueLog(self, known[0])
+        journal.enqueued(Entry(entry.message, entry.seq, entry.deliver_at, 0))
+
+    def released(self, vhost: str, entry: DelayedLike) -> None:
+        journal = self._delay_logs.get(vhost)
+        mid = entry.message.message_id
+        if journal is not None and mid:
+            self._removed(journal, mid)
+
+    def recovered_delayed(self, vhost: str) -> list[Entry]:
+        """The delayed messages kept for `vhost`, in publish order: `expires_at` is
+        when each is due (it may be past), `seq` its place among them."""
+        known = self._delay_queues.get(vhost)
+        if known is None:
+            return []
+        self._delay_logs[vhost] = _QueueLog(self, known[0])
+        self._redelivered.pop(known[0], None)
+        return sorted(self._recovered.pop(known[0], []), key=_entry_seq)
+
     def _topology(self, record: bytes) -> None:
         self._append(_TOPOLOGY_KEY, record, True, True)
         self._topology_records += 1
-        live = len(self._exchanges) + len(self._queues) + len(self._bindings)
+        live = len(self._exchanges) + len(self._queues) + len(self._bindings) + len(self._delay_queues)
         if self._topology_records > max(TOPOLOGY_COMPACT_MIN, 2 * live):
             self._compact_topology()  # declare/delete churn: the log is mostly history
 

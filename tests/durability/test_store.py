@@ -285,6 +285,30 @@ def test_a_fanout_message_is_kept_until_every_queue_is_done_with_it(node: Node) 
     node.store.close()
 
 
+def test_delayed_messages_wait_on_across_a_crash(node: Node) -> None:
+    v = node.vhost
+    v.declare_exchange("later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+    v.declare_queue("jobs", durable=True)
+    v.bind("later", Destination.queue("jobs"), "run")
+    node.publish("run", b"in 5 s", exchange="later", headers={"x-delay": 5000})
+    node.publish("run", b"transient", exchange="later", headers={"x-delay": 5000}, persistent=False)
+    node.clock.advance(2_000)
+
+    node = node.crash()
+    assert len(node.vhost.delayed) == 1 and node.bodies("jobs") == []
+    node.clock.advance(2_999)
+    node.broker.run_timers()
+    assert node.bodies("jobs") == []
+    node.clock.advance(1)  # 5 s after publishing, as if nothing had happened
+    node.broker.run_timers()
+    assert node.bodies("jobs") == [b"in 5 s"]
+    assert node.queue("jobs").ready_entries()[0].message.properties.headers == {"x-delay": -5000}
+
+    node = node.crash()  # routed: now an ordinary persistent message in a durable queue
+    assert (len(node.vhost.delayed), node.bodies("jobs")) == (0, [b"in 5 s"])
+    node.store.close()
+
+
 # --------------------------------------------------------------------- space
 def test_steady_publish_and_ack_keeps_the_store_small(node: Node) -> None:
     node = node.restart()
