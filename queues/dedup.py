@@ -200,6 +200,14 @@ class DeduplicatingQueue(Queue):
             self.held[key] = (message, entry.expires_at)
         return entry
 
+    def restore(self, entries: list[Entry]) -> list[DeadLetter]:
+        # Messages recovered from the store (queues.store) hold their keys again.
+        for entry in entries:
+            key = deduplication_key(entry.message.properties.headers)
+            if key is not None:
+                self.held[key] = (entry.message, entry.expires_at)
+        return super().restore(entries)
+
     def _leave(self, message: Message) -> None:
         if not self.held:
             return

@@ -309,6 +309,15 @@ def test_delayed_messages_wait_on_across_a_crash(node: Node) -> None:
     node.store.close()
 
 
+def test_a_recovered_message_still_holds_its_deduplication_key(node: Node) -> None:
+    node.vhost.declare_queue("once", durable=True, arguments={"x-message-deduplication": True})
+    node.publish("once", b"first", headers={"x-deduplication-header": "order-1"})
+    node = node.crash()
+    node.publish("once", b"again", headers={"x-deduplication-header": "order-1"})
+    assert node.bodies("once") == [b"first"]
+    node.store.close()
+
+
 # --------------------------------------------------------------------- space
 def test_steady_publish_and_ack_keeps_the_store_small(node: Node) -> None:
     node = node.restart()
