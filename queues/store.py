@@ -133,10 +133,6 @@ class StoreLocked(RuntimeError):
     """Another broker holds the data directory."""
 
 
-class StoreFailed(RuntimeError):
-    """A write or fsync failed: nothing after it can be confirmed."""
-
-
 # ---------------------------------------------------------------- interfaces
 class ExchangeLike(Protocol):
     name: str
@@ -1058,6 +1054,14 @@ class Store:
     def _flush(self, full: bool) -> None:
         with self._flush_lock:
             if self.failure is not None:
+                # After a failed write or fsync (fsyncgate: the page cache may have
+                # dropped the data) nothing is written again; the held confirms
+                # become nacks, and the records are not kept to grow memory.
+                with self._lock:
+                    self._pending.clear()
+                    self._critical.clear()
+                    self._unlink.clear()
+                    self._topology_snapshot = None
                 return
             try:
                 with self._io_lock:
