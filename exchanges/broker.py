@@ -14,7 +14,9 @@ from typing import Any
 
 from pamqp import exceptions
 
+from exchanges.auth import AccessControl
 from exchanges.definitions import load_definitions
+from exchanges.limits import DEFAULT_WATERMARK, ResourceAlarms
 from exchanges.vhost import VirtualHost
 from queues.clock import Clock, SystemClock
 from queues.message import Message
@@ -35,8 +37,16 @@ class BrokerSettings:
     frame_max: int = 131_072
     channel_max: int = 2047
     heartbeat: int = 60
+    # Seed users (name -> password) with full access to '/'; `Broker.access` holds
+    # the users and permissions actually in force (a definitions file replaces them).
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: tuple[str, ...] = ("guest",)
+    connection_max: int | None = None  # RabbitMQ's connection_max (unlimited)
+    # vm_memory_high_watermark: a float is a fraction of memory, an int (or "1GiB") bytes.
+    memory_high_watermark: float | int | str = DEFAULT_WATERMARK
+    consumer_timeout: int | None = 1_800_000  # ms a delivery may stay unacked; None: forever
+    handshake_timeout: float = 10.0  # s from accept to connection.open
+    tick_interval: float = 1.0  # s between the shell's housekeeping ticks (memory, timeouts)
 
 
 @dataclass(slots=True)
@@ -64,6 +74,8 @@ class Broker:
         self.direct_reply_to: dict[str, tuple[Any, str]] = {}
         self.counters = BrokerCounters()
         self.store: Store | None = None  # see attach_store
+        self.access = AccessControl.with_passwords(self.settings.users, self.vhosts)
+        self.resources = ResourceAlarms()
 
     def attach_store(self, store: Store) -> None:
         """Take back what `store` recovered (durable exchanges, queues, bindings and
@@ -77,6 +89,15 @@ class Broker:
                 log.warning("recovery: %s", warning)
             vhost.attach_journal(store, now)
         store.recovery_done()
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        """The vhost `name`, created if missing (and journalled like the others)."""
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VirtualHost(name)
+            if self.store is not None:
+                vhost.attach_journal(self.store, self.now_ms())
+        return vhost
 
     def vhost(self, name: str) -> VirtualHost:
         vhost = self.vhosts.get(name)

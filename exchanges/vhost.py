@@ -283,7 +283,10 @@ class VirtualHost:
         arguments: Mapping[str, Any] | None = None,
         owner: object | None = None,
         now_ms: int = 0,
+        authorize: Callable[[str, bool], None] | None = None,
     ) -> Queue:
+        """`authorize(name, is_new)` is the caller's permission check, made where
+        RabbitMQ makes it: on the actual (server-generated) name, before anything else."""
         if passive:
             queue = self.queue(name, owner)
             queue.touch(now_ms)
@@ -292,6 +295,8 @@ class VirtualHost:
             name = self._server_named()
         elif name.startswith("amq."):
             raise exceptions.AMQPAccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        if authorize is not None:
+            authorize(name, name not in self.queues)
         # RabbitMQ never makes an exclusive queue durable: it ignores the flag.
         durable = durable and not exclusive
         received = dict(arguments or {})
