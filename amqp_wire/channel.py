@@ -21,14 +21,15 @@ from __future__ import annotations
 import base64
 import os
 import struct
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands, exceptions
 
 from amqp_wire import framing, methods
 from bindings.model import Destination
+from exchanges import base as exchange_types
 from exchanges.router import publish_routing_keys
 from queues.arguments import type_name
 from queues.fieldtable import Field, TypedTable
@@ -77,6 +78,8 @@ class ChannelConsumer:
         self.exclusive = exclusive
 
     def has_credit(self) -> bool:
+        if self.channel.connection.output_blocked:
+            return False  # the client is not reading fast enough: hold deliveries back
         if self.no_ack:
             return True
         if self.prefetch and self.unacked >= self.prefetch:
@@ -117,6 +120,11 @@ class Channel:
         self.tx_settled: list[tuple[int, Queue, Entry, ChannelConsumer | None]] = []
         self.last_queue: str | None = None
         self.reply_to_token: str | None = None
+        self.access = connection.access  # the user's permissions in this vhost
+        # (first delivery tag, tick time) whenever the tick time moved: when the
+        # oldest unacked delivery was made, for the delivery acknowledgement timeout.
+        self._stamps: deque[tuple[int, float]] = deque()
+        self._stamp_time = -1.0
         # content assembly
         self._publish: Any = None
         self._properties: Any = None
@@ -293,6 +301,8 @@ class Channel:
 
     # ------------------------------------------------------------ exchange
     def _exchange_declare(self, method: commands.Exchange.Declare) -> None:
+        if self.access is not None and not method.passive:
+            self._authorize_exchange_declare(method)
         self.vhost.declare_exchange(
             method.exchange, method.exchange_type, passive=method.passive, durable=method.durable,
             auto_delete=method.auto_delete, internal=method.internal, arguments=method.arguments,
@@ -301,16 +311,20 @@ class Channel:
             self.send(commands.Exchange.DeclareOk())
 
     def _exchange_delete(self, method: commands.Exchange.Delete) -> None:
+        if self.access is not None and method.exchange and not method.exchange.startswith("amq."):
+            self.access.check("configure", "exchange", method.exchange)  # after the 403s for '' and amq.*
         self.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
         if not method.nowait:
             self.send(commands.Exchange.DeleteOk())
 
     def _exchange_bind(self, method: commands.Exchange.Bind) -> None:
+        self._authorize_bind(method.source, Destination.exchange(method.destination))
         self.vhost.bind(method.source, Destination.exchange(method.destination), method.routing_key, method.arguments)
         if not method.nowait:
             self.send(commands.Exchange.BindOk())
 
     def _exchange_unbind(self, method: commands.Exchange.Unbind) -> None:
+        self._authorize_bind(method.source, Destination.exchange(method.destination))
         self.vhost.unbind(method.source, Destination.exchange(method.destination), method.routing_key, method.arguments)
         if not method.nowait:
             self.send(commands.Exchange.UnbindOk())
@@ -325,6 +339,8 @@ class Channel:
         queue = self.vhost.declare_queue(
             method.queue, passive=method.passive, durable=durable, exclusive=method.exclusive,
             auto_delete=method.auto_delete, arguments=method.arguments, owner=self.connection, now_ms=self.now(),
+            authorize=None if self.access is None else lambda name, new: self._authorize_queue_declare(
+                name, new, method.arguments or {}),
         )
         self.last_queue = queue.name
         if not method.nowait:
@@ -335,23 +351,31 @@ class Channel:
     def _queue_bind(self, method: commands.Queue.Bind) -> None:
         name = self._queue_name(method.queue)
         routing_key = method.routing_key if (method.queue or method.routing_key) else name
+        self._authorize_bind(method.exchange, Destination.queue(name))
         self.vhost.bind(method.exchange, Destination.queue(name), routing_key, method.arguments, owner=self.connection)
         if not method.nowait:
             self.send(commands.Queue.BindOk())
 
     def _queue_unbind(self, method: commands.Queue.Unbind) -> None:
         name = self._queue_name(method.queue)
+        self._authorize_bind(method.exchange, Destination.queue(name))
         self.vhost.unbind(method.exchange, Destination.queue(name), method.routing_key, method.arguments, owner=self.connection)
         self.send(commands.Queue.UnbindOk())
 
     def _queue_purge(self, method: commands.Queue.Purge) -> None:
-        count = self.vhost.purge_queue(self._queue_name(method.queue), owner=self.connection)
+        name = self._queue_name(method.queue)
+        if self.access is not None:
+            self.access.check("read", "queue", name)
+        count = self.vhost.purge_queue(name, owner=self.connection)
         if not method.nowait:
             self.send(commands.Queue.PurgeOk(message_count=count))
 
     def _queue_delete(self, method: commands.Queue.Delete) -> None:
+        name = self._queue_name(method.queue)
+        if self.access is not None:
+            self.access.check("configure", "queue", name)
         count = self.vhost.delete_queue(
-            self._queue_name(method.queue), if_unused=method.if_unused, if_empty=method.if_empty, owner=self.connection,
+            name, if_unused=method.if_unused, if_empty=method.if_empty, owner=self.connection,
         )
         if not method.nowait:
             self.send(commands.Queue.DeleteOk(message_count=count))
@@ -376,6 +400,8 @@ class Channel:
         tag = method.consumer_tag or "amq.ctag-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         if tag in self.consumers:
             raise exceptions.AMQPNotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        if self.access is not None:
+            self.access.check("read", "queue", queue_name)
         arguments = method.arguments or {}
         priority = arguments.get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -422,6 +448,9 @@ class Channel:
         self._publish = method
 
     def _publish_complete(self, method: _BASIC.Publish, properties: Any, raw: bytes, body: bytes) -> None:
+        access = self.access
+        if access is not None and not access.write_all:
+            access.check("write", "exchange", method.exchange)
         self._validate_properties(properties)
         headers = properties.headers
         routing_keys = publish_routing_keys(method.routing_key, headers)
@@ -538,6 +567,8 @@ class Channel:
         if consumer is not None and queue is not None and not consumer.no_ack:
             self.unacked[tag] = (queue, entry, consumer)
             consumer.unacked += 1
+            if self._stamp_time != self.connection.tick_now:
+                self._stamp(tag)
         message = entry.message
         payload = b"".join((
             _DELIVER_PREFIX,
@@ -552,6 +583,8 @@ class Channel:
 
     def _basic_get(self, method: _BASIC.Get) -> None:
         name = self._queue_name(method.queue)
+        if self.access is not None:
+            self.access.check("read", "queue", name)
         outcome = self.vhost.get(name, no_ack=method.no_ack, owner=self.connection, now_ms=self.now())
         entry = outcome.entry
         if entry is None:
@@ -562,6 +595,8 @@ class Channel:
         queue = self.vhost.queues.get(name)
         if not method.no_ack:
             self.unacked[tag] = (queue or _gone(name), entry, None)
+            if self._stamp_time != self.connection.tick_now:
+                self._stamp(tag)
         message = entry.message
         self.send(_BASIC.GetOk(
             delivery_tag=tag, redelivered=entry.redelivered, exchange=message.exchange,
@@ -707,6 +742,62 @@ class Channel:
                 consumer.unacked += 1
         self.tx_settled = []
 
+    # ------------------------------------------------------- permissions
+    def _authorize_exchange_declare(self, method: commands.Exchange.Declare) -> None:
+        """rabbit_channel's order: an unknown type (503) and the default exchange (403)
+        fail first; then configure; a new exchange naming an alternate exchange also
+        needs read on itself and write on the alternate."""
+        access, name = self.access, method.exchange
+        if access is None or not name or method.exchange_type not in exchange_types.REGISTRY:
+            return
+        access.check("configure", "exchange", name)
+        if name in self.vhost.exchanges or name.startswith("amq."):
+            return
+        alternate = _text((method.arguments or {}).get("alternate-exchange"))
+        if alternate is not None:
+            access.check("read", "exchange", name)
+            access.check("write", "exchange", alternate)
+
+    def _authorize_queue_declare(self, name: str, new: bool, arguments: Mapping[str, Any]) -> None:
+        """Configure on the queue (a server-named one too); a new queue with a
+        dead-letter exchange also needs read on itself and write on that exchange."""
+        access = self.access
+        if access is None:
+            return
+        access.check("configure", "queue", name)
+        dead_letter_exchange = _text(arguments.get("x-dead-letter-exchange")) if new else None
+        if dead_letter_exchange is not None:
+            access.check("read", "queue", name)
+            access.check("write", "exchange", dead_letter_exchange)
+
+    def _authorize_bind(self, source: str, destination: Destination) -> None:
+        """Write on the destination, then (past the default-exchange 403) read on the source."""
+        access = self.access
+        if access is None:
+            return
+        access.check("write", destination.kind, destination.name)
+        if source and (destination.kind == "queue" or destination.name):
+            access.check("read", "exchange", source)
+
+    # ---------------------------------------------- acknowledgement timeout
+    def _stamp(self, tag: int) -> None:
+        now = self._stamp_time = self.connection.tick_now
+        self._stamps.append((tag, now))
+
+    def ack_timed_out(self, now: float, timeout_ms: float) -> bool:
+        """Has the oldest unacked delivery waited longer than `timeout_ms`? (rabbit_channel's
+        consumer_timeout looks at the oldest pending ack, basic.get included.)"""
+        if not self.unacked:
+            self._stamps.clear()
+            self._stamp_time = -1.0  # the next delivery starts a stamp again
+            return False
+        oldest = next(iter(self.unacked))
+        stamps = self._stamps
+        while len(stamps) > 1 and stamps[1][0] <= oldest:
+            stamps.popleft()
+        # A stamp is the tick before its deliveries: the caller adds a tick of slack.
+        return bool(stamps) and (now - stamps[0][1]) * 1000 > timeout_ms
+
     # ---------------------------------------------------------- reply-to
     def _declare_direct_reply_to(self, method: commands.Queue.Declare) -> None:
         """The pseudo-queue always "exists" with one consumer, as RabbitMQ answers."""
@@ -739,6 +830,12 @@ def _quorum_delivery_count(queue: Queue | None, entry: Entry) -> int | None:
 def _with_delivery_count(table: TypedTable | None, count: int) -> TypedTable:
     # rabbit_basic:add_header -> set_table_value: a long, then the table sorted by name.
     return (table or TypedTable()).keystore("x-delivery-count", Field("l", count)).sorted()
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
 
 
 def _gone(name: str) -> Queue:

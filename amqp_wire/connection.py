@@ -31,12 +31,22 @@ from amqp_wire import framing
 from amqp_wire.channel import Channel
 from amqp_wire.errors import closing_for, frame_snippet
 from amqp_wire.methods import decode_method
+from exchanges.auth import VhostAccess
 from exchanges.broker import Broker
+from exchanges.limits import MEMORY_ALARM_REASON
 
 log = logging.getLogger("leveret.connection")
 
 FRAME_MIN_SIZE = 4096  # frames before tune-ok may be this big (spec 4.2.3)
 FLOW_MAX_PAUSE = 0.05  # seconds a flow-control pause lasts at most
+# Bytes of output one pass may queue before deliveries to this connection stop
+# (the shell's socket buffer has its own watermark): a consumer that does not
+# read makes the broker hold at most about this much, plus one message.
+OUTPUT_LIMIT = 1 << 20
+# rabbit_reader: how long we wait for close-ok after our connection.close, in
+# the handshake (NORMAL_TIMEOUT) and after it (the heartbeat, at most CLOSING_TIMEOUT).
+NORMAL_TIMEOUT = 3.0
+CLOSING_TIMEOUT = 30.0
 
 
 class State(enum.Enum):
@@ -115,7 +125,23 @@ class Connection:
         self.reader = framing.FrameReader(FRAME_MIN_SIZE)
         self._out: list[bytes] = []
         self.want_close = False
-        self.reading_paused = False
+        self._flow_paused = False  # see the reading_paused property
+        self.resource_blocked = False  # blocked by the memory alarm (connection.blocked)
+        self._blocked_sent = False
+        # Deliveries stop while the socket's buffer is over its watermark or
+        # this pass has queued OUTPUT_LIMIT bytes (ChannelConsumer.has_credit).
+        self.output_blocked = False
+        self._write_paused = False
+        self._out_bytes = 0
+        self._held_frames: list[tuple[int, int, bytes]] | None = None  # read, not yet handled
+        self.access: VhostAccess | None = None  # set by connection.open
+        self._counted_open = False
+        self._resources = broker.resources
+        self.created_at = monotonic()
+        self.closing_since: float | None = None
+        # The time of the last housekeeping tick: deliveries are stamped with it
+        # (coarsely, to keep the delivery path cheap) for the consumer timeout.
+        self.tick_now = self.created_at
         self.channels: dict[int, Channel] = {}
         self.closing_channels: set[int] = set()
         # Channels whose acks freed credit during this read (insertion-ordered).
@@ -146,6 +172,9 @@ class Connection:
             return
         was_empty = not self._out
         self._out.append(data)
+        self._out_bytes += len(data)
+        if self._out_bytes > OUTPUT_LIMIT:
+            self.output_blocked = True
         if was_empty:
             self.on_output()
 
@@ -153,12 +182,74 @@ class Connection:
         self.send(pamqp_frame.marshal(method, channel))
 
     def data_to_send(self) -> bytes:
+        if self._held_frames is not None and not self._write_paused and not self.resource_blocked:
+            self._resume_input()  # the shell is about to write: the next part of the input may go
         if not self._out:
             return b""
         data = b"".join(self._out)
         self._out.clear()
         self._last_sent = self.monotonic()
+        self._out_bytes = 0
+        if self.output_blocked and not self._write_paused:
+            self._resume_deliveries()
+        if self._held_frames is not None and not self._write_paused and not self.resource_blocked:
+            self.on_output()  # input is waiting: another pass once this output is written
         return data
+
+    # ------------------------------------------------------ back-pressure
+    @property
+    def reading_paused(self) -> bool:
+        """The shell stops reading the socket while this holds."""
+        return self._flow_paused or self.resource_blocked or self._held_frames is not None
+
+    @reading_paused.setter
+    def reading_paused(self, paused: bool) -> None:
+        self._flow_paused = paused
+
+    def writing_paused(self, paused: bool) -> None:
+        """The shell: the socket's write buffer went over its high watermark (True)
+        or back under its low one (False). Deliveries to this connection wait meanwhile."""
+        self._write_paused = paused
+        if paused:
+            self.output_blocked = True
+            return
+        if self.output_blocked and self._out_bytes <= OUTPUT_LIMIT:
+            self._resume_deliveries()
+        if self._held_frames is not None:
+            self.on_output()  # the next flush resumes the input
+
+    def _resume_deliveries(self) -> None:
+        """This connection is a delivery target again: hand its consumers what waited."""
+        self.output_blocked = False
+        for handler in list(self.channels.values()):
+            if self.output_blocked:
+                break  # this pass is full again
+            if self.channels.get(handler.number) is handler:
+                handler._dispatch_consumed_queues()
+
+    def _block_publisher(self) -> None:
+        """A publish arrived while the memory alarm is set: stop reading this connection
+        (rabbit_reader's `blocked`), telling clients that understand connection.blocked."""
+        if self.resource_blocked or self.state is not State.OPEN:
+            return
+        self.resource_blocked = True
+        self._resources.block(self)
+        if self.capabilities.get("connection.blocked") and not self._blocked_sent:
+            self._blocked_sent = True
+            self.send_method(0, commands.Connection.Blocked(reason=MEMORY_ALARM_REASON))
+        log.info("connection blocked", extra={
+            "event": "connection_blocked", "connection": self.name, "reason": MEMORY_ALARM_REASON,
+        })
+
+    def resource_alarm_cleared(self) -> None:
+        if not self.resource_blocked:
+            return
+        self.resource_blocked = False
+        self._last_received = self.monotonic()  # heartbeats were not read while blocked
+        if self._blocked_sent and self.state is State.OPEN:
+            self._blocked_sent = False
+            self.send_method(0, commands.Connection.Unblocked())
+        self.on_output()  # the shell resumes reading when it flushes
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -171,13 +262,16 @@ class Connection:
             return
         self._last_received = self.monotonic()
         self.reader.feed(data)
+        if self._held_frames is None:
+            self._process_input()
+        # else: frames read earlier wait their turn; these bytes wait behind them
+
+    def _process_input(self, held: list[tuple[int, int, bytes]] | None = None) -> None:
         try:
             if self.state is State.AWAIT_HEADER and not self._read_protocol_header():
                 return
-            for frame_type, channel, payload in self.reader.frames():
-                self._handle_frame(frame_type, channel, payload)
-                if self.want_close or self.state is State.CLOSED:
-                    return
+            if held is None or self._run_frames(held):
+                self._run_frames(self.reader.frames())
             if self._confirm_pending:
                 confirming, self._confirm_pending = self._confirm_pending, {}
                 for handler in confirming:
@@ -190,9 +284,36 @@ class Connection:
                         handler._dispatch_consumed_queues()
         except exceptions.AMQPError as error:
             self.close_with(error, *getattr(error, "method_ids", (0, 0)))
+            if self.reader.buffered:
+                # Already closing: bytes that failed to frame would fail again with
+                # every read and pile up; the peer has lost sync, stop reading it.
+                self.reader = framing.FrameReader(self.frame_max)
+                self.want_close = True
         except Exception as error:  # a bug must cost one connection, not the broker
             log.exception("internal error on connection %s", self.name)
             self.close_with(exceptions.AMQPInternalError(f"{type(error).__name__}: {error}"))
+
+    def _run_frames(self, frames: list[tuple[int, int, bytes]]) -> bool:
+        """Handle `frames` in order; False when the rest must wait (kept in _held_frames)."""
+        for index, (frame_type, channel, payload) in enumerate(frames):
+            self._handle_frame(frame_type, channel, payload)
+            if self.want_close or self.state is State.CLOSED:
+                return False
+            if frame_type != framing.FRAME_METHOD and self._resources.memory_alarm and channel:
+                self._block_publisher()  # a content frame is a publish (rabbit_reader)
+            if self.resource_blocked or self._out_bytes > OUTPUT_LIMIT:
+                # Blocked, or the answers to this read already fill the output: the
+                # frames after this one wait until the output has gone out, so a
+                # peer that asks without reading cannot make us buffer without bound.
+                rest = frames[index + 1:]
+                if rest:
+                    self._held_frames = rest
+                    return False
+        return True
+
+    def _resume_input(self) -> None:
+        held, self._held_frames = self._held_frames, None
+        self._process_input(held)
 
     # ------------------------------------------------------- flow control
     def flow_block(self, queue: Any) -> None:
@@ -348,8 +469,7 @@ class Connection:
         self.client_properties = dict(method.client_properties or {})
         mechanism = method.mechanism
         user, password = _credentials(mechanism, method.response)
-        users = self.broker.settings.users
-        if user is None or users.get(user) != password:
+        if user is None or password is None or self.broker.access.authenticate(user, password) is None:
             self._refuse_login(mechanism)
             return
         if user in self.broker.settings.loopback_users and not _is_loopback(self.peer_host):
@@ -399,7 +519,14 @@ class Connection:
         self.state = State.AWAIT_OPEN
 
     def _open(self, method: commands.Connection.Open) -> None:
-        self.vhost = self.broker.vhost(method.virtual_host)  # type: ignore[assignment]
+        # RabbitMQ's order: the node's connection limit, the vhost, the user's access to it.
+        name = method.virtual_host
+        self._resources.connection_opening(self.broker.settings.connection_max)
+        vhost = self.broker.vhost(name)
+        self.access = self.broker.access.vhost_access(self.user, name)
+        self.vhost = vhost  # type: ignore[assignment]
+        self._resources.connection_opened()
+        self._counted_open = True
         self.state = State.OPEN
         self.send_method(0, commands.Connection.OpenOk())
         log.info("connection opened", extra={
@@ -426,6 +553,7 @@ class Connection:
             ),
         )
         self.state = State.CLOSING
+        self.closing_since = self.monotonic()
         if self.reader.buffered > 0:
             self.reader = framing.FrameReader(self.frame_max)
         log.info("closing connection", extra={
@@ -483,6 +611,10 @@ class Connection:
         self._closed(self.close_reason or "client unexpectedly closed TCP connection")
 
     def _closed(self, reason: str) -> None:
+        self._resources.forget(self)
+        if self._counted_open:
+            self._counted_open = False
+            self._resources.connection_closed()
         self.broker.counters.connections_closed += 1
         log.info("connection closed", extra={
             "event": "connection_closed", "connection": self.name, "user": self.user, "reason": reason,
@@ -502,7 +634,11 @@ class Connection:
     def heartbeat_tick(self, now: float) -> None:
         if not self.heartbeat or self.state is State.CLOSED:
             return
-        if now - self._last_received > 2 * self.heartbeat:
+        if self.reading_paused:
+            # We are not reading: the peer's heartbeats wait in the socket (RabbitMQ
+            # pauses its heartbeat monitor while a connection is blocked).
+            self._last_received = now
+        elif now - self._last_received > 2 * self.heartbeat:
             self._shutdown_channels()
             self.state = State.CLOSED
             self._closed(f"missed heartbeats from client, timeout: {self.heartbeat}s")
@@ -511,6 +647,48 @@ class Connection:
             return
         if now - self._last_sent >= self.heartbeat / 2:
             self.send(framing.HEARTBEAT_FRAME)
+
+    # --------------------------------------------------------- housekeeping
+    def tick(self, now: float) -> None:
+        """The shell's periodic tick (BrokerSettings.tick_interval): handshake and
+        closing timeouts, and the delivery acknowledgement timeout."""
+        self.tick_now = now
+        state = self.state
+        if state is State.CLOSED or self.want_close:
+            return
+        if state is State.CLOSING:
+            since = self.closing_since if self.closing_since is not None else now
+            if now - since >= self._closing_timeout():
+                self.want_close = True  # no close-ok came: drop the socket
+                self.on_output()
+            return
+        if state is not State.OPEN:
+            if now - self.created_at >= self.broker.settings.handshake_timeout:
+                self.close_reason = "handshake_timeout"
+                self.want_close = True  # RabbitMQ closes the socket with no frame
+                self.on_output()
+            return
+        settings = self.broker.settings
+        timeout = settings.consumer_timeout
+        if timeout:
+            # Deliveries are stamped with the tick before them: one tick of slack
+            # so that the timeout is never early (RabbitMQ's, checked once a minute, is late).
+            limit = timeout + settings.tick_interval * 1000
+            for handler in list(self.channels.values()):
+                if handler.ack_timed_out(now, limit):
+                    self.channel_error(handler.number, exceptions.AMQPPreconditionFailed(
+                        f"delivery acknowledgement on channel {handler.number} timed out. "
+                        f"Timeout value used: {timeout} ms. "
+                        "This timeout value can be configured, see consumers doc guide to learn more"
+                    ), 0, 0)
+                    self.on_output()
+
+    def _closing_timeout(self) -> float:
+        if self.vhost is None:
+            return NORMAL_TIMEOUT
+        if 0 < self.heartbeat < CLOSING_TIMEOUT:
+            return float(self.heartbeat)
+        return CLOSING_TIMEOUT
 
 
 def _client_name(properties: dict[str, Any]) -> str:

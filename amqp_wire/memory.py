@@ -83,14 +83,15 @@ class MemoryMonitor:
         self.measure = measure
         self.total = total if total is not None else total_memory()
         self._trim = _malloc_trim() if measure is process_rss else None
-        self._last_watermark: str | float | int | None = None
+        self._last_watermark: tuple[type, str | float | int] | None = None
         self._parsed = Watermark()
 
     def limit(self) -> int:
         value = self.watermark()
-        if value != self._last_watermark:
+        key = (type(value), value)  # 1 (a byte) and 1.0 (all memory) are equal in Python
+        if key != self._last_watermark:
             self._parsed = Watermark.parse(value)
-            self._last_watermark = value
+            self._last_watermark = key
         return self._parsed.limit(self.total)
 
     def check(self) -> bool:

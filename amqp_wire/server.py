@@ -18,6 +18,13 @@ Invariants it keeps:
 - Each connection with a negotiated heartbeat gets `heartbeat_tick` every
   heartbeat/2 seconds of `time.monotonic()`; the connection decides whether
   to send a heartbeat frame or give up on a silent peer (`want_close`).
+- A housekeeping tick (BrokerSettings.tick_interval) measures the process for
+  the memory alarm (amqp_wire.memory) and gives every connection `tick`
+  (handshake, closing and delivery acknowledgement timeouts).
+- Back-pressure both ways: past the socket's write-buffer high watermark the
+  connection is told (`writing_paused`) and stops being a delivery target
+  until the buffer drains below the low one; past WRITE_BUFFER_HARD (a peer
+  that sends requests but does not read the answers) its socket is not read.
 
 `ServerThread` runs a Server on its own loop in a daemon thread, for callers
 without an event loop (pika tests, the pytest plugin).
@@ -30,12 +37,14 @@ import concurrent.futures
 import errno
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
+    from amqp_wire.memory import MemoryMonitor
     from exchanges.broker import Broker
     from queues.store import Store
 
@@ -43,11 +52,13 @@ log = logging.getLogger("leveret.server")
 
 T = TypeVar("T")
 
-# Write-buffer watermarks per socket. Above HIGH asyncio calls pause_writing;
-# we only record it for now (holding back deliveries is a later issue).
+# Write-buffer watermarks per socket. Above HIGH asyncio calls pause_writing and
+# deliveries to the connection stop until the buffer is below LOW again; above
+# HARD the socket is not read either.
 FAIR_READ_BYTES = 65536  # a read this big means the peer has more waiting
 WRITE_BUFFER_HIGH = 1 << 20
 WRITE_BUFFER_LOW = 1 << 18
+WRITE_BUFFER_HARD = 16 << 20
 
 # How long `stop()` waits for clients to answer connection.close with close-ok.
 SHUTDOWN_GRACE = 2.0
@@ -84,6 +95,7 @@ class _WireProtocol(asyncio.Protocol):
         self.connection: WireConnection | None = None
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self.writing_paused = False
+        self._output_choked = False  # over WRITE_BUFFER_HARD: reading stops too
         self._reading_paused = False
         self._flush_scheduled = False
         self._heartbeat: asyncio.TimerHandle | None = None
@@ -160,9 +172,23 @@ class _WireProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self._tell_writing_paused(True)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._output_choked = False
+        self._tell_writing_paused(False)
+        self._sync_reading()
+
+    def _tell_writing_paused(self, paused: bool) -> None:
+        told = getattr(self.connection, "writing_paused", None)  # optional in the protocol
+        if told is None:
+            return
+        try:
+            told(paused)
+        except Exception:
+            log.exception("internal error on a connection; closing it")
+            self.abort()
 
     # ------------------------------------------------------- output side
     def on_output(self) -> None:
@@ -184,6 +210,8 @@ class _WireProtocol(asyncio.Protocol):
         data = connection.data_to_send()
         if data:
             transport.write(data)
+            if transport.get_write_buffer_size() > WRITE_BUFFER_HARD:
+                self._output_choked = True
         if connection.want_close:
             transport.close()  # sends what is buffered first
             return
@@ -193,8 +221,9 @@ class _WireProtocol(asyncio.Protocol):
         connection, transport = self.connection, self.transport
         if connection is None or transport is None or transport.is_closing():
             return
-        if connection.reading_paused != self._reading_paused:
-            self._reading_paused = connection.reading_paused
+        paused = connection.reading_paused or self._output_choked
+        if paused != self._reading_paused:
+            self._reading_paused = paused
             if self._reading_paused:
                 transport.pause_reading()
                 deadline = getattr(connection, "flow_deadline", None)
@@ -232,6 +261,17 @@ class _WireProtocol(asyncio.Protocol):
             return
         self.flush()
         self._arm_heartbeat()
+
+    def tick(self, now: float) -> None:
+        """The server's housekeeping tick, passed on to the connection (optional there)."""
+        tick = getattr(self.connection, "tick", None)
+        if tick is None:
+            return
+        try:
+            tick(now)
+        except Exception:
+            log.exception("internal error in a housekeeping tick; closing the connection")
+            self.abort()
 
     # ---------------------------------------------------------- shutdown
     def shutdown(self) -> None:
@@ -283,6 +323,11 @@ class Server:
         self._deadline_check_scheduled = False
         self._stopping = False
         self.store: Store | None = None  # the broker's, if it persists (set by start)
+        self._listeners: list[asyncio.Server] = []  # more listeners (TLS), see listen_tls
+        self.tls_host = ""
+        self.tls_port = 0
+        self._housekeeping: asyncio.TimerHandle | None = None
+        self.memory_monitor: MemoryMonitor | None = None  # set by start
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -327,7 +372,27 @@ class Server:
             loop = self._loop
             store.start(lambda: loop.call_soon_threadsafe(self._store_synced))
         self.deadlines_changed()
+        if getattr(self.broker, "resources", None) is not None:
+            from amqp_wire.memory import MemoryMonitor
+
+            self.memory_monitor = MemoryMonitor(
+                self.broker.resources, lambda: self.broker.settings.memory_high_watermark
+            )
+        self._arm_housekeeping()
         return self.host, self.port
+
+    async def listen_tls(self, host: str, port: int, context: ssl.SSLContext) -> tuple[str, int]:
+        """Also listen for AMQP over TLS (amqps) on (host, port); the server must be started."""
+        settings = getattr(self.broker, "settings", None)
+        listener = await self.loop.create_server(
+            lambda: _WireProtocol(self), host or None, port, ssl=context,
+            ssl_handshake_timeout=getattr(settings, "handshake_timeout", 10.0),
+        )
+        self._listeners.append(listener)
+        sockets = listener.sockets
+        bound = sockets[0].getsockname() if sockets else (host, port)
+        self.tls_host, self.tls_port = bound[0], bound[1]
+        return self.tls_host, self.tls_port
 
     async def stop(self) -> None:
         """Stop listening, close every connection with 320 CONNECTION_FORCED, and wait.
@@ -338,6 +403,11 @@ class Server:
             return
         self._stopping = True
         self._listener.close()
+        for listener in self._listeners:
+            listener.close()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
         protocols = list(self.protocols)
         for protocol in protocols:
             protocol.shutdown()
@@ -350,6 +420,9 @@ class Server:
             if late:
                 await asyncio.wait(late, timeout=1.0)
         await self._listener.wait_closed()
+        for listener in self._listeners:
+            await listener.wait_closed()
+        self._listeners.clear()
         self._cancel_timer()
         self._listener = None
         if self.store is not None:
@@ -365,6 +438,24 @@ class Server:
             log.exception("internal error while releasing publisher confirms")
 
     # ------------------------------------------------------------ timers
+    def _arm_housekeeping(self) -> None:
+        interval = getattr(getattr(self.broker, "settings", None), "tick_interval", None)
+        if interval and not self._stopping:
+            self._housekeeping = self.loop.call_later(interval, self._housekeeping_tick)
+
+    def _housekeeping_tick(self) -> None:
+        self._housekeeping = None
+        if self.memory_monitor is not None:
+            try:
+                self.memory_monitor.check()
+            except Exception:
+                log.exception("cannot check memory use against the watermark")
+        now = time.monotonic()
+        for protocol in list(self.protocols):
+            protocol.tick(now)
+        self.deadlines_changed()
+        self._arm_housekeeping()
+
     def deadlines_changed(self) -> None:
         """Something may have moved the broker's next deadline: re-check once this pass."""
         if self._loop is None or self._deadline_check_scheduled:
@@ -410,6 +501,23 @@ class Server:
             return fn(self.broker)
         finally:
             self.deadlines_changed()
+
+
+def tls_context(
+    cert: str, key: str, cacert: str | None = None, *, fail_if_no_peer_cert: bool = False
+) -> ssl.SSLContext:
+    """A server-side TLS context. With `cacert`, client certificates signed by it are
+    verified when presented (RabbitMQ's verify_peer), and required with
+    `fail_if_no_peer_cert`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if cacert:
+        context.load_verify_locations(cacert)
+        context.verify_mode = ssl.CERT_REQUIRED if fail_if_no_peer_cert else ssl.CERT_OPTIONAL
+    elif fail_if_no_peer_cert:
+        raise ValueError("fail_if_no_peer_cert needs a CA certificate to verify clients with")
+    return context
 
 
 def _address(address: Any) -> str:
