@@ -16,6 +16,10 @@ Invariants:
 - The queue never routes: operations that dead-letter return `DeadLetter`
   records (only when a dead-letter exchange is configured) and the virtual host
   re-routes them.
+- A durable queue's `journal` (queues.store) hears of every entry exactly once
+  as it arrives (`enqueued`), is handed out (`delivered`), comes back
+  (`requeued`) and leaves (`removed`, `purged`), whatever the path: a new way
+  for entries to leave must tell it, or they come back after a restart.
 """
 
 from __future__ import annotations
