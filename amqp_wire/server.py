@@ -597,6 +597,15 @@ class ServerThread:
             raise
         return self
 
+    def listen_tls(self, context: ssl.SSLContext, host: str | None = None, port: int = 0,
+                   timeout: float = 10.0) -> tuple[str, int]:
+        """Also accept amqps on (host, port); host defaults to the plain listener's."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the server thread is not started")
+        listening = self.server.listen_tls(self._address[0] if host is None else host, port, context)
+        return asyncio.run_coroutine_threadsafe(listening, loop).result(timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         loop = self._loop
         if loop is None or self._thread is None or loop.is_closed():

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import asyncio
 
-    from exchanges.broker import Broker
+    from exchanges.broker import Broker, BrokerSettings
 
 from leveret import __version__
 
@@ -77,8 +77,28 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--definitions", metavar="JSON",
-        help="load a RabbitMQ definitions export (exchanges, queues, bindings) at boot",
+        help=(
+            "load a RabbitMQ definitions export at boot: users (with their password hashes), "
+            "vhosts, permissions, exchanges, queues, bindings; its users replace guest"
+        ),
     )
+    tls = serve.add_argument_group("TLS (amqps)")
+    tls.add_argument("--tls-port", type=_port, metavar="PORT", help="also listen for AMQP over TLS (5671 is usual)")
+    tls.add_argument("--cert", metavar="PEM", help="the server's certificate (chain)")
+    tls.add_argument("--key", metavar="PEM", help="the server certificate's private key")
+    tls.add_argument("--cacert", metavar="PEM", help="verify client certificates signed by this CA when presented")
+    tls.add_argument("--fail-if-no-peer-cert", action="store_true",
+                     help="with --cacert: refuse clients without a certificate")
+    limits = serve.add_argument_group("limits")
+    limits.add_argument("--max-connections", type=int, metavar="N",
+                        help="refuse connection.open past N open connections (530, as RabbitMQ's connection_max)")
+    limits.add_argument("--memory-high-watermark", metavar="W", default="0.4",
+                        help=("block publishers while the process uses more memory than W: a fraction of "
+                              "memory (0.4, the default) or an amount (2GiB, 512MB, 800000000)"))
+    limits.add_argument("--consumer-timeout", type=int, metavar="MS", default=1_800_000,
+                        help="close a channel (406) whose delivery stays unacked longer (default: 30 min; 0: never)")
+    limits.add_argument("--max-message-size", type=int, metavar="BYTES",
+                        help="largest message body accepted (default: 128 MiB)")
     serve.add_argument(
         "--http-port",
         type=_http_port,
@@ -175,6 +195,11 @@ def _serve(args: argparse.Namespace) -> int:
     broker = _open_broker(args)
     if broker is None:
         return 1
+    tls = _tls(args)
+    if tls is False:
+        if broker.store is not None:
+            broker.store.close()
+        return 1
     _tune_garbage_collector()
     loop_factory = None
     try:
@@ -186,7 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(_run_server(args.host, args.port, _default_http_port(args), args.http_host,
-                                          broker=broker))
+                                          broker=broker, tls=tls or None))
     except KeyboardInterrupt:  # platforms without loop signal handlers
         return 0
     finally:
@@ -205,7 +230,27 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
     from exchanges.definitions import load_definitions
     from queues.store import Store, StoreLocked
 
-    broker = Broker()
+    data = None
+    if args.definitions:
+        try:
+            with open(args.definitions, encoding="utf-8") as file:
+                data = json.load(file)
+        except (OSError, ValueError) as error:
+            reason = _reason(error) if isinstance(error, OSError) else str(error)
+            print(f"leveret: cannot read definitions {args.definitions}: {reason}", file=sys.stderr)
+            return None
+    try:
+        broker = Broker(settings=_settings(args))
+    except ValueError as error:
+        print(f"leveret: {error}", file=sys.stderr)
+        return None
+    if isinstance(data, dict):
+        # Users, vhosts and permissions first: the store recovers into every vhost.
+        access = broker.access.load_definitions(data)
+        for name in access.vhosts:
+            broker.add_vhost(name)
+        for warning in access.warnings:
+            print(f"leveret: definitions: {warning}", file=sys.stderr)
     if args.data_dir:
         try:
             store = Store.open(args.data_dir)
@@ -217,20 +262,55 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
             return None
         broker.attach_store(store)
         logging.getLogger("leveret.store").info("recovered %s from %s", store.report, args.data_dir)
-    if args.definitions:
-        try:
-            with open(args.definitions, encoding="utf-8") as file:
-                data = json.load(file)
-        except (OSError, ValueError) as error:
-            reason = _reason(error) if isinstance(error, OSError) else str(error)
-            print(f"leveret: cannot read definitions {args.definitions}: {reason}", file=sys.stderr)
-            if broker.store is not None:
-                broker.store.close()
-            return None
+    if isinstance(data, dict):
         for vhost in broker.vhosts.values():
             for warning in load_definitions(vhost, data, now_ms=broker.now_ms()).warnings:
                 print(f"leveret: definitions: {warning}", file=sys.stderr)
     return broker
+
+
+def _settings(args: argparse.Namespace) -> BrokerSettings:
+    """BrokerSettings from serve's limit options (ValueError says what is wrong)."""
+    from exchanges.broker import BrokerSettings
+    from exchanges.limits import Watermark
+
+    settings = BrokerSettings()
+    watermark = getattr(args, "memory_high_watermark", None)
+    if watermark is not None:
+        try:
+            Watermark.parse(watermark)
+        except ValueError as error:
+            raise ValueError(f"--memory-high-watermark: {error}") from None
+        settings.memory_high_watermark = watermark
+    timeout = getattr(args, "consumer_timeout", settings.consumer_timeout)
+    settings.consumer_timeout = timeout if timeout and timeout > 0 else None
+    settings.connection_max = getattr(args, "max_connections", None)
+    size = getattr(args, "max_message_size", None)
+    if size is not None:
+        settings.max_message_size = size
+    return settings
+
+
+def _tls(args: argparse.Namespace) -> Any:
+    """(port, SSLContext) for --tls-port, None without it, False once it said why it cannot."""
+    if getattr(args, "tls_port", None) is None:
+        if getattr(args, "cert", None) or getattr(args, "key", None):
+            print("leveret: --cert and --key go with --tls-port", file=sys.stderr)
+            return False
+        return None
+    import ssl
+
+    from amqp_wire.server import tls_context
+
+    if not args.cert or not args.key:
+        print("leveret: --tls-port needs --cert and --key", file=sys.stderr)
+        return False
+    try:
+        context = tls_context(args.cert, args.key, args.cacert, fail_if_no_peer_cert=args.fail_if_no_peer_cert)
+    except (OSError, ssl.SSLError, ValueError) as error:
+        print(f"leveret: cannot set up TLS: {error}", file=sys.stderr)
+        return False
+    return args.tls_port, context
 
 
 def _export_definitions(args: argparse.Namespace) -> int:
@@ -277,7 +357,8 @@ def _default_http_port(args: argparse.Namespace) -> int | None:
 
 
 async def _run_server(
-    host: str, port: int, http_port: int | None = None, http_host: str | None = None, *, broker: Broker | None = None
+    host: str, port: int, http_port: int | None = None, http_host: str | None = None, *, broker: Broker | None = None,
+    tls: Any = None,
 ) -> int:
     import asyncio
     import signal
@@ -293,7 +374,7 @@ async def _run_server(
         except (NotImplementedError, RuntimeError):
             pass
     try:
-        return await _listen_until(stop, host, port, http_port, http_host, broker=broker)
+        return await _listen_until(stop, host, port, http_port, http_host, broker=broker, tls=tls)
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
@@ -301,7 +382,7 @@ async def _run_server(
 
 async def _listen_until(
     stop: asyncio.Event, host: str, port: int, http_port: int | None = None, http_host: str | None = None,
-    *, broker: Broker | None = None,
+    *, broker: Broker | None = None, tls: Any = None,
 ) -> int:
     from amqp_wire.server import Server
     from leveret.management import ManagementServer
@@ -312,6 +393,14 @@ async def _listen_until(
     except OSError as error:
         print(f"leveret: cannot listen on {_address(host, port)}: {_reason(error)}", file=sys.stderr)
         return 1
+    tls_bound = None
+    if tls is not None:
+        try:
+            tls_bound = await server.listen_tls(host, tls[0], tls[1])
+        except OSError as error:
+            print(f"leveret: cannot listen on {_address(host, tls[0])} (tls): {_reason(error)}", file=sys.stderr)
+            await server.stop()
+            return 1
     # Without HTTP the management sampler still runs: it logs dead-letter storms.
     management = ManagementServer(server)
     http_host = http_host or host
@@ -327,6 +416,8 @@ async def _listen_until(
         "(vhost /, guest/guest from loopback)",
         flush=True,
     )
+    if tls_bound is not None:
+        print(f"leveret listening on amqps://{_address(*tls_bound)} (TLS)", flush=True)
     if http_port is not None:
         print(f"leveret management API on http://{_address(*http_bound)}/api, metrics on /metrics", flush=True)
     try:
