@@ -67,7 +67,9 @@ class FrameReader:
         unpack = _HEADER.unpack_from
         while end - position >= 7:
             frame_type, channel, size = unpack(buffer, position)
-            if frame_max and size + FRAME_OVERHEAD > frame_max:
+            # RabbitMQ lets a payload reach frame_max itself (clients are often off by the
+            # 8 bytes of framing), though its error names frame_max - 8 as the limit.
+            if frame_max and size > frame_max:
                 self._buffer = buffer[position:]
                 raise exceptions.AMQPFrameError(
                     f"{frame_snippet(frame_type, b'')}: "

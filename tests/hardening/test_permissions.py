@@ -17,11 +17,12 @@ from pamqp import commands
 from amqp_wire.server import ServerThread
 from exchanges.auth import hash_password
 from exchanges.broker import Broker, BrokerSettings
+from tests import reference
 from tests.hardening.permissions_golden import GOLDEN, PASSWORD, PERMISSIONS, outcome, run_table
 from tests.hardening.rawclient import Closed, RawClient
 
-RABBITMQ_API = "http://127.0.0.1:15672/api"
-RABBITMQ_AMQP = ("127.0.0.1", 5672)
+RABBITMQ_API = f"http://{reference.HOST}:15672/api"  # its management API creates the test user
+RABBITMQ_AMQP = (reference.HOST, reference.PORT)
 
 
 def definitions(user: str, vhost: str, password_hash: str | None = None) -> dict[str, Any]:
@@ -152,6 +153,7 @@ def rabbitmq_user() -> Iterator[tuple[str, str, RabbitApi]]:
 
 
 @pytest.mark.rabbitmq
+@reference.needs_reference
 def test_the_golden_table_is_what_rabbitmq_answers(rabbitmq_user: tuple[str, str, RabbitApi]) -> None:
     vhost, user, _ = rabbitmq_user
     seen = run_table(*RABBITMQ_AMQP, vhost, user)
@@ -159,6 +161,7 @@ def test_the_golden_table_is_what_rabbitmq_answers(rabbitmq_user: tuple[str, str
 
 
 @pytest.mark.rabbitmq
+@reference.needs_reference
 def test_rabbitmqs_export_moves_over_as_it_is(rabbitmq_user: tuple[str, str, RabbitApi]) -> None:
     """The user's password hash and permissions, exported by RabbitMQ, work on leveret
     unchanged: the same password logs in, and each operation gets the same answer."""
