@@ -82,8 +82,13 @@ class Broker:
         persistent messages) and keep durable changes in it from now on. Call it
         before clients connect; the server shell starts the store's writer thread."""
         now = self.now_ms()
-        self.store = store
         definitions = store.definitions()
+        # A vhost made at run time (not in --definitions) comes back with its durable
+        # topology; made before `self.store` is set, add_vhost does not attach it twice.
+        for kind in ("exchanges", "queues", "bindings"):
+            for item in definitions[kind]:
+                self.add_vhost(item["vhost"])
+        self.store = store
         for vhost in self.vhosts.values():
             for warning in load_definitions(vhost, definitions, now_ms=now).warnings:
                 log.warning("recovery: %s", warning)

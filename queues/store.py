@@ -4,7 +4,9 @@ What is kept. Durable exchanges, durable queues and bindings between durable
 ends (as RabbitMQ keeps them), and every persistent message (delivery_mode 2)
 in a durable queue, with its per-queue state: sequence number (queue order),
 absolute TTL deadline, priority, whether it was handed to a consumer, and
-its delivery count (x-delivery-limit). Transient things are never written.
+its delivery count (x-delivery-limit). Persistent messages waiting on a
+durable x-delayed-message exchange are entries of a per-vhost pseudo-queue,
+their release time as deadline. Transient things are never written.
 
 Design: append-only segment files with per-segment ack logs, as LavinMQ does,
 not SQLite. Why:
@@ -26,7 +28,8 @@ not SQLite. Why:
 
 Files under the data directory:
     lock                   flock'ed while a broker uses the directory
-    topology.log           durable exchanges, queues (with their queue ids) and bindings
+    topology.log           durable exchanges, queues (with their queue ids) and bindings;
+                           rewritten as a snapshot at boot and when mostly history
     msgs/NNNNNNNNNN.msg    PUBLISH records: the message, its first queue's entry
     msgs/NNNNNNNNNN.ack    state records for the messages of that segment only:
                            ENQUEUE (more queues), DELIVERED, REMOVED, REQUEUED, PURGED

@@ -121,6 +121,16 @@ def test_durable_topology_survives_a_crash_and_transient_topology_does_not(node:
     node.store.close()
 
 
+def test_a_vhost_made_at_run_time_comes_back_with_its_durable_queues(node: Node) -> None:
+    orders = node.broker.add_vhost("orders")
+    orders.declare_queue("invoices", durable=True)
+    raw = encode_properties(Basic.Properties(delivery_mode=2))
+    orders.publish("", Message("", "invoices", decode_properties(raw), b"paid", raw), node.clock.now_ms())
+    node = node.crash()
+    assert [e.message.body for e in node.broker.vhosts["orders"].queues["invoices"].ready_entries()] == [b"paid"]
+    node.store.close()
+
+
 def test_deleted_things_stay_deleted_and_a_new_queue_of_the_same_name_starts_empty(node: Node) -> None:
     v = node.vhost
     v.declare_exchange("events", "fanout", durable=True)
