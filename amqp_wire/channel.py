@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands, exceptions
 
-from amqp_wire import framing, methods
+from amqp_wire import framing, methods, replies
 from bindings.model import Destination
 from exchanges import base as exchange_types
 from exchanges.router import publish_routing_keys
 from queues.arguments import type_name
-from queues.fieldtable import Field, TypedTable
+from queues.fieldtable import Field, FieldTableError, TypedTable
 from queues.message import Message
 from queues.properties import (
     RawProperties,
@@ -198,7 +198,11 @@ class Channel:
             class_id, body_size, raw = framing.parse_content_header(payload)
             if class_id != 60:
                 raise exceptions.AMQPUnexpectedFrame(f"expected content header for class 60, got class {class_id}")
-            self._properties = decode_properties(raw)
+            try:
+                self._properties = decode_properties(raw)
+            except FieldTableError:
+                # RabbitMQ's channel crashes on properties it cannot decode: 541, no explanation.
+                raise exceptions.AMQPInternalError() from None
             self._raw_properties = raw
             self._body_size = body_size
             limit = self.connection.broker.settings.max_message_size
@@ -344,7 +348,7 @@ class Channel:
         )
         self.last_queue = queue.name
         if not method.nowait:
-            self.send(commands.Queue.DeclareOk(
+            self.send(replies.QueueDeclareOk(
                 queue=queue.name, message_count=queue.message_count, consumer_count=queue.consumer_count,
             ))
 
@@ -505,7 +509,7 @@ class Channel:
                     self.connection.flow_block(queue)
         if not routed and method.mandatory:
             self.returned_unroutable += 1
-            self.connection.send_method(self.number, _BASIC.Return(
+            self.connection.send_method(self.number, replies.BasicReturn(
                 reply_code=312, reply_text="NO_ROUTE", exchange=method.exchange, routing_key=method.routing_key,
             ))
             self._send_content(message)
@@ -598,7 +602,7 @@ class Channel:
             if self._stamp_time != self.connection.tick_now:
                 self._stamp(tag)
         message = entry.message
-        self.send(_BASIC.GetOk(
+        self.send(replies.BasicGetOk(
             delivery_tag=tag, redelivered=entry.redelivered, exchange=message.exchange,
             routing_key=message.routing_key, message_count=outcome.message_count,
         ))
@@ -805,7 +809,7 @@ class Channel:
         if token and token not in self.connection.broker.direct_reply_to:
             raise exceptions.AMQPNotFound(f"no queue '{method.queue}' in vhost '{self.vhost.name}'")
         if not method.nowait:
-            self.send(commands.Queue.DeclareOk(queue=method.queue, message_count=0, consumer_count=1))
+            self.send(replies.QueueDeclareOk(queue=method.queue, message_count=0, consumer_count=1))
 
     def _consume_direct_reply_to(self, method: _BASIC.Consume) -> None:
         if not method.no_ack:

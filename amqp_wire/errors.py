@@ -17,11 +17,14 @@ class Closing:
 
 
 def reply_text(name: str, explanation: str) -> str:
-    """RabbitMQ's "NAME - explanation", cut to the 255 bytes a shortstr holds."""
+    """RabbitMQ's "NAME - explanation"; past the 255 bytes a shortstr holds, its first
+    252 bytes and "..." (rabbit_binary_generator:amqp_exception_explanation)."""
     text = f"{name.replace('-', '_')} - {explanation}"
-    encoded = text.encode("utf-8")
+    # Names that were not UTF-8 arrive with surrogate escapes; the frame needs UTF-8.
+    encoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
+    text = encoded.decode("utf-8")
     if len(encoded) > MAX_REPLY_TEXT:
-        text = encoded[:MAX_REPLY_TEXT].decode("utf-8", "ignore")
+        text = encoded[:MAX_REPLY_TEXT - 3].decode("utf-8", "ignore") + "..."
     return text
 
 
@@ -29,6 +32,9 @@ def closing_for(error: exceptions.AMQPError) -> Closing:
     name = getattr(error, "name", "INTERNAL-ERROR")
     code = getattr(error, "value", 541)
     explanation = str(error.args[0]) if error.args else ""
+    if code == 541 and not explanation:
+        # What RabbitMQ says when a channel crashes on input it cannot decode.
+        return Closing(connection=True, reply_code=541, reply_text="INTERNAL_ERROR")
     return Closing(
         connection=isinstance(error, exceptions.AMQPHardError),
         reply_code=code,
