@@ -179,24 +179,48 @@ _LAYOUT: Final = tuple(
 )
 
 
-class _NoProperties(_DecodedProperties):
-    """The one shared value for an empty property list (two zero flag bytes):
-    most messages of a busy publisher carry none, and sharing saves ~180 bytes
-    of every queued message. Shared, so it refuses changes."""
+class _SharedProperties(_DecodedProperties):
+    """Decoded properties shared by every message whose property bytes are the
+    same: a busy publisher usually sends one short list (none at all, or just
+    delivery-mode 2) for every message, and sharing its decoding saves ~180
+    bytes of each queued message. Shared, so it refuses changes."""
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("decoded properties are shared: build new ones to change them")
 
 
-NO_PROPERTIES: Final = _NoProperties.__new__(_NoProperties)
+NO_PROPERTIES: Final = _SharedProperties.__new__(_SharedProperties)
+
+# Short property lists decoded once each; not those with a header table or
+# the per-message fields (ids, timestamp), which would fill the table with
+# one-off entries and push out the lists that do repeat.
+_SHAREABLE_MAX_BYTES = 48
+_SHARED_MAX_ENTRIES = 4096
+_UNSHAREABLE_FLAGS = (
+    _bit(_HEADERS) | _bit(_TIMESTAMP) | _bit(_INDEX["message_id"]) | _bit(_INDEX["correlation_id"])
+)
+_shared: dict[bytes, Basic.Properties] = {b"\x00\x00": NO_PROPERTIES}
 
 
 def decode_properties(raw: bytes) -> Basic.Properties:
     """pamqp's Basic.Properties for a property list, without pamqp's validation
     (RabbitMQ checks delivery-mode itself, per publish, with its own error).
     Treat the result as read-only: an empty list decodes to a shared value."""
-    if raw == b"\x00\x00":
-        return NO_PROPERTIES
+    shared = _shared.get(raw)
+    if shared is not None:
+        return shared
+    if 2 <= len(raw) <= _SHAREABLE_MAX_BYTES and not ((raw[0] << 8) | raw[1]) & _UNSHAREABLE_FLAGS:
+        decoded = _decode(raw)
+        if len(_shared) < _SHARED_MAX_ENTRIES:
+            frozen = _SharedProperties.__new__(_SharedProperties)
+            frozen.__dict__.update(decoded.__dict__)
+            _shared[bytes(raw)] = frozen
+            return frozen
+        return decoded
+    return _decode(raw)
+
+
+def _decode(raw: bytes) -> Basic.Properties:
     props = _DecodedProperties.__new__(_DecodedProperties)
     size = len(raw)
     if size < 2:

@@ -233,3 +233,17 @@ def test_decode_is_not_much_slower_than_pamqp() -> None:
     ours = min(timeit.repeat(lambda: decode_properties(raw), number=2000, repeat=5))
     theirs = min(timeit.repeat(with_pamqp, number=2000, repeat=5))
     assert ours < 2 * theirs, (ours, theirs)
+
+
+def test_repeated_short_property_lists_share_one_read_only_decoding() -> None:
+    persistent = encode_properties(Basic.Properties(delivery_mode=2, content_type="application/json"))
+    first, second = decode_properties(persistent), decode_properties(persistent)
+    assert first is second
+    assert (first.delivery_mode, first.content_type, first.headers) == (2, "application/json", None)
+    with pytest.raises(AttributeError):
+        first.priority = 1  # type: ignore[misc]
+    assert first.priority is None
+    # header tables and per-message ids are decoded afresh every time
+    for props in (Basic.Properties(headers={"a": 1}), Basic.Properties(message_id="m-1")):
+        raw = encode_properties(props)
+        assert decode_properties(raw) is not decode_properties(raw)
