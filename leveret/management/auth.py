@@ -60,9 +60,10 @@ def authenticate(broker: Broker, authorization: str | None, peer_host: str,
     if credentials is None:
         return None
     name, password = credentials
-    users = broker.settings.users
-    if name not in users or users[name] != password:
+    # The same users and password hashes as AMQP logins (a definitions file may replace guest).
+    user = broker.access.authenticate(name, password)
+    if user is None:
         return Refused("Login failed")
     if name in broker.settings.loopback_users and not _is_loopback(peer_host):
         return Refused("User can only log in via localhost")
-    return User(name)
+    return User(name, user.tags)

@@ -185,3 +185,20 @@ def test_rabbitmqs_export_moves_over_as_it_is(rabbitmq_user: tuple[str, str, Rab
     print(f"RabbitMQ export of {user}: {len(on_rabbitmq)} operations compared, {len(differing)} differ")
     assert differing == []
     assert outcome(refused_vhost, vhost, user) == outcome(refused_on_rabbitmq, vhost, user)
+
+
+def test_the_management_api_logs_in_the_same_users_as_amqp() -> None:
+    from leveret.management.auth import Refused, User, authenticate
+
+    broker = Broker()
+    data = definitions("bob", "orders")
+    data["users"] = [u for u in data["users"] if u["name"] != "guest"]  # a setup without guest
+    broker.access.load_definitions(data)
+
+    def login(user: str, password: str) -> Any:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return authenticate(broker, f"Basic {token}", "127.0.0.1")
+
+    assert isinstance(login("guest", "guest"), Refused)
+    assert login("bob", PASSWORD) == User("bob", ())
+    assert isinstance(login("bob", "wrong"), Refused)
