@@ -286,6 +286,11 @@ class Channel:
         counters.confirmed += self.publish_seq if self.confirm else 0
         counters.returned_unroutable += self.returned_unroutable
         counters.dropped_unroutable += self.dropped_unroutable
+        # The handler table and the reply gate hold bound methods of this channel: a
+        # reference cycle that would keep it (and its connection and socket objects)
+        # until a full garbage collection, which the broker's GC tuning makes rare.
+        self._handlers = {}
+        self.held_replies = None
 
     def _drop_consumer(self, consumer: ChannelConsumer, now: int) -> None:
         self.vhost.forget_observer(consumer.queue, consumer)

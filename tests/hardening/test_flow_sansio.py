@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -229,3 +231,18 @@ def test_garbage_after_our_close_is_not_kept(broker: Broker) -> None:
         wire.connection.receive_data(b"\xff" * 1000)
     assert wire.connection.reader.buffered == 0
     assert wire.connection.want_close
+
+
+def test_a_closed_channel_is_freed_without_waiting_for_the_garbage_collector(broker: Broker) -> None:
+    """`leveret serve` makes full collections rare: a channel must not live on in a reference cycle."""
+    wire = client(broker)
+    declare(wire, "q")
+    wire.send(1, commands.Basic.Consume(queue="q", consumer_tag="c"))
+    channel = weakref.ref(wire.connection.channels[1])
+    gc.disable()
+    try:
+        wire.send(1, commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+        alive = channel() is not None
+    finally:
+        gc.enable()
+    assert not alive
