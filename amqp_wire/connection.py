@@ -542,6 +542,10 @@ class Connection:
         closing = closing_for(error)
         self.close_reason = closing.reply_text
         self._shutdown_channels()
+        if self.resource_blocked:
+            # We must read the peer's close-ok; it publishes nothing more.
+            self.resource_blocked = False
+            self._resources.forget(self)
         if self.state is State.AWAIT_HEADER:
             self.want_close = True
             return

@@ -90,6 +90,21 @@ def test_connection_blocked_goes_only_to_clients_with_the_capability(broker: Bro
     assert not publisher.connection.reading_paused
 
 
+def test_a_blocked_connection_still_reads_the_close_ok_to_a_shutdown(broker: Broker) -> None:
+    wire = client(broker, BLOCKED_CAPABILITY)
+    declare(wire, "q")
+    broker.resources.update_memory(used=2, limit=1)
+    wire.publish(1, "", "q", b"x")
+    blocked = wire.connection.reading_paused
+    wire.connection.server_shutdown()
+    closes = [f.reply_code for _, f in wire.received() if isinstance(f, commands.Connection.Close)]
+    reading = not wire.connection.reading_paused
+    wire.send(0, commands.Connection.CloseOk())
+    assert blocked and reading
+    assert closes == [320]
+    assert wire.connection.want_close
+
+
 def test_a_blocked_connection_is_not_timed_out_for_missing_heartbeats(broker: Broker) -> None:
     wire = WireClient(broker)
     wire.handshake(capabilities=BLOCKED_CAPABILITY, heartbeat=2)
