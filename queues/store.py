@@ -400,6 +400,8 @@ class Store:
         self.position = 0
         self.synced = 0
         self.durable = 0
+        self.fsync_count = 0
+        self.fsync_seconds_total = 0.0
         self.failure: BaseException | None = None
         self.write_pending = False  # DELIVERED or topology records to write before the next socket write
         self.notify: Callable[[], object] | None = None
@@ -1087,7 +1089,12 @@ class Store:
                     fd = self._fds.get(key)
                     if fd is not None:
                         self._dirty.discard(key)  # first: a write after this marks it again
+                        started = time.perf_counter()
                         _fdatasync(fd)
+                        # Read by /metrics (leveret_store_fsync_seconds); plain
+                        # counters: the loop thread only ever reads them.
+                        self.fsync_seconds_total += time.perf_counter() - started
+                        self.fsync_count += 1
                 if self._new_files:
                     self._new_files = False
                     self._fsync_directory(self.directory / "msgs")

@@ -124,12 +124,6 @@ def properties_key(binding_key: str, arguments: Mapping[str, Any]) -> str:
     return key + "~" + base64.urlsafe_b64encode(digest[:4]).decode().rstrip("=")
 
 
-def password_hash(password: str) -> str:
-    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
-    salt = os.urandom(4)
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode()
-
-
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
@@ -147,8 +141,8 @@ class Api:
             ("GET", ("nodes", "*"), self.node_named),
             ("GET", ("vhosts",), lambda r: [self.vhost_info(v) for v in self.m.vhosts()]),
             ("GET", ("vhosts", "*"), lambda r, v: self.vhost_info(self._vhost(v))),
-            ("GET", ("health", "checks", "alarms"), lambda r: {"status": "ok"}),
-            ("GET", ("health", "checks", "local-alarms"), lambda r: {"status": "ok"}),
+            ("GET", ("health", "checks", "alarms"), self.alarms),
+            ("GET", ("health", "checks", "local-alarms"), self.alarms),
             ("GET", ("queues",), lambda r: self.queues(None)),
             ("GET", ("queues", "*"), lambda r, v: self.queues(self._vhost(v))),
             ("GET", ("queues", "*", "*"), self.queue),
@@ -678,6 +672,15 @@ class Api:
             "queue": {"name": queue.name, "vhost": queue.vhost},
         }
 
+    def alarms(self, request: Request) -> Any:
+        """RabbitMQ's health check: 200 ok, or 503 naming the alarm in effect."""
+        resources = self.m.broker.resources
+        if not resources.memory_alarm:
+            return {"status": "ok"}
+        body = {"status": "failed", "reason": "resource alarm(s) in effect in the cluster",
+                "alarms": [{"node": self.m.node, "resource": "memory"}]}
+        return json_response(503, body)
+
     # -------------------------------------------------------- definitions
     def definitions(self, vhost: VirtualHost | None) -> dict[str, Any]:
         if vhost is not None:
@@ -689,21 +692,12 @@ class Api:
             return {"rabbit_version": single["rabbit_version"], "rabbitmq_version": single["rabbitmq_version"],
                     "product_name": "leveret", "product_version": __version__,
                     **{k: single[k] for k in ("parameters", "policies", "queues", "exchanges", "bindings")}}
-        settings = self.m.broker.settings
         exports = [export_definitions(v) for v in self.m.vhosts()]
         merged: dict[str, Any] = {
             "rabbit_version": RABBITMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION,
             "product_name": "leveret", "product_version": __version__,
-            "users": [
-                {"name": user, "password_hash": password_hash(password),
-                 "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"], "limits": {}}
-                for user, password in sorted(settings.users.items())
-            ],
+            **self.m.broker.access.export(),
             "vhosts": [{"name": v.name} for v in self.m.vhosts()],
-            "permissions": [
-                {"user": user, "vhost": v.name, "configure": ".*", "write": ".*", "read": ".*"}
-                for user in sorted(settings.users) for v in self.m.vhosts()
-            ],
             "topic_permissions": [], "parameters": [], "global_parameters": [], "policies": [],
         }
         for key in ("queues", "exchanges", "bindings"):

@@ -513,3 +513,12 @@ def test_reply_after_a_failed_write_is_a_nack(node: Node, monkeypatch: pytest.Mo
     assert sent == [(NACK, 1, False)]
     monkeypatch.undo()
     node.store.close()
+
+
+def test_fsync_time_is_counted_for_metrics(node: Node) -> None:
+    assert (node.store.fsync_count, node.store.fsync_seconds_total) == (0, 0.0)
+    node.vhost.declare_queue("durable", durable=True)
+    node.publish("durable", b"keep")
+    node.store.sync()
+    assert node.store.fsync_count >= 1
+    assert node.store.fsync_seconds_total > 0.0

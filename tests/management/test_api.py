@@ -271,6 +271,21 @@ def test_whoami_nodes_vhosts_and_alarms(http: Http) -> None:
     assert http.get("/api/health/checks/alarms") == {"status": "ok"}
 
 
+def test_the_alarms_health_check_reports_a_memory_alarm(http: Http, leveret_management: ManagementServer) -> None:
+    resources = leveret_management.server.broker.resources
+    resources.update_memory(used=2, limit=1)
+    try:
+        reply = http.request("GET", "/api/health/checks/alarms")
+        assert reply.status == 503
+        assert reply.json == {
+            "status": "failed", "reason": "resource alarm(s) in effect in the cluster",
+            "alarms": [{"node": leveret_management.management.node, "resource": "memory"}],
+        }
+    finally:
+        resources.update_memory(used=0, limit=1)
+    assert http.get("/api/health/checks/alarms") == {"status": "ok"}
+
+
 def test_totals_do_not_go_back_when_queues_and_channels_go(http: Http, connection: pika.BlockingConnection) -> None:
     channel = connection.channel()
     channel.queue_declare("short-lived")
