@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 s runs, one repeat (a smoke run)")
     parser.add_argument("--only", help="comma-separated scenario names (substring match)")
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages for the memory figure")
+    parser.add_argument("--json", type=Path, help="also write the driver's raw compare reports here (JSON lines)")
     args = parser.parse_args(argv)
     duration, repeat = (3.0, 1) if args.quick else (10.0, 3)
     if shutil.which("gcc") is None:
@@ -212,18 +213,30 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((scenario.name, "-", "-", None, scenario.target))
                 print(f"  {scenario.name}: {error}", file=sys.stderr)
                 continue
+            if args.json:
+                with args.json.open("a") as raw:
+                    raw.write(json.dumps({"name": scenario.name, **report}) + "\n")
             rabbit, leveret, value = ratio(report, scenario)
             unit = "us p99" if scenario.measure == "p99_us" else "msg/s"
             rows.append((scenario.name, f"{rabbit:,.0f} {unit}", f"{leveret:,.0f} {unit}", value, scenario.target))
             print(f"  {scenario.name}: {value:.2f}x", file=sys.stderr, flush=True)
-        if not args.only or "memory" in args.only:
-            rabbit_bytes, leveret_bytes = memory_per_message(url, server.pid, args.messages)
-            rows.append((f"memory per message ({args.messages:,})", f"{rabbit_bytes:,.0f} B", f"{leveret_bytes:,.0f} B",
-                         rabbit_bytes / leveret_bytes, 1.0))
     finally:
         server.terminate()
         server.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
+    if not args.only or "memory" in args.only:
+        # A fresh process: memory freed by earlier scenarios stays in CPython's
+        # arenas and would hide the growth.
+        port = free_port()
+        fresh = start_leveret(port, None)
+        try:
+            rabbit_bytes, leveret_bytes = memory_per_message(
+                f"amqp://guest:guest@127.0.0.1:{port}/", fresh.pid, args.messages)
+        finally:
+            fresh.terminate()
+            fresh.wait(10)
+        rows.append((f"memory per message ({args.messages:,})", f"{rabbit_bytes:,.0f} B", f"{leveret_bytes:,.0f} B",
+                     rabbit_bytes / leveret_bytes, 1.0))
     if not args.only or "start" in args.only:
         seconds = startup_seconds(5)
         rows.append(("start to first connection", "(not measured)", f"{seconds * 1000:.0f} ms",
