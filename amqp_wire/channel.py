@@ -64,12 +64,14 @@ def _shortstr(value: str) -> bytes:
 class ChannelConsumer:
     """A basic.consume subscription; the queue delivers to it while it has credit."""
 
-    __slots__ = ("channel", "consumer_tag", "queue", "no_ack", "priority", "prefetch", "unacked", "exclusive")
+    __slots__ = ("channel", "consumer_tag", "wire_tag", "queue", "no_ack", "priority", "prefetch", "unacked",
+                 "exclusive")
 
     def __init__(self, channel: Channel, consumer_tag: str, queue: Queue, no_ack: bool,
                  priority: int, prefetch: int, exclusive: bool) -> None:
         self.channel = channel
         self.consumer_tag = consumer_tag
+        self.wire_tag = _shortstr(consumer_tag)
         self.queue = queue
         self.no_ack = no_ack
         self.priority = priority
@@ -579,16 +581,25 @@ class Channel:
             if self._stamp_time != self.connection.tick_now:
                 self._stamp(tag)
         message = entry.message
-        payload = b"".join((
-            _DELIVER_PREFIX,
-            _shortstr(consumer.consumer_tag if consumer is not None else consumer_tag),
-            _TAG.pack(tag),
-            b"\x01" if entry.redelivered else b"\x00",
-            _shortstr(message.exchange),
-            _shortstr(message.routing_key),
-        ))
-        self.connection.send(framing.frame(framing.FRAME_METHOD, self.number, payload))
-        self._send_content(message, _quorum_delivery_count(queue, entry))
+        route = message.wire_route
+        if route is None:
+            route = message.wire_route = _shortstr(message.exchange) + _shortstr(message.routing_key)
+        tag_bytes = consumer.wire_tag if consumer is not None else _shortstr(consumer_tag)
+        payload = b"".join((_DELIVER_PREFIX, tag_bytes, _TAG.pack(tag), b"\x01" if entry.redelivered else b"\x00", route))
+        delivery_count = _quorum_delivery_count(queue, entry)
+        if delivery_count is not None:
+            self.connection.send(framing.frame(framing.FRAME_METHOD, self.number, payload))
+            self._send_content(message, delivery_count)
+            return
+        # The common case: method, header and body frames in one write.
+        header = message.wire_header
+        if header is None:
+            raw = message.raw_properties
+            if raw is None:
+                raw = encode_properties(message.properties)
+            header = message.wire_header = framing.content_header_payload(raw, len(message.body))
+        self.connection.send(framing.delivery_frames(
+            self.number, payload, header, message.body, self.connection.frame_max))
 
     def _basic_get(self, method: _BASIC.Get) -> None:
         name = self._queue_name(method.queue)

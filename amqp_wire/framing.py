@@ -106,6 +106,27 @@ def content_frames(channel: int, raw_properties: bytes, body: bytes, frame_max: 
     return frames
 
 
+def content_header_payload(raw_properties: bytes, body_size: int) -> bytes:
+    return _CONTENT_HEADER.pack(_BASIC_CLASS, 0, body_size) + raw_properties
+
+
+def delivery_frames(channel: int, method_payload: bytes, header_payload: bytes, body: bytes, frame_max: int) -> bytes:
+    """A method frame, its content header and body frames, as one write."""
+    parts = [
+        _HEADER.pack(FRAME_METHOD, channel, len(method_payload)), method_payload, FRAME_END_BYTE,
+        _HEADER.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END_BYTE,
+    ]
+    if body:
+        chunk = (frame_max - FRAME_OVERHEAD) if frame_max else len(body)
+        if len(body) <= chunk:
+            parts += (_HEADER.pack(FRAME_BODY, channel, len(body)), body, FRAME_END_BYTE)
+        else:
+            for start in range(0, len(body), chunk):
+                piece = body[start : start + chunk]
+                parts += (_HEADER.pack(FRAME_BODY, channel, len(piece)), piece, FRAME_END_BYTE)
+    return b"".join(parts)
+
+
 def parse_content_header(payload: bytes) -> tuple[int, int, bytes]:
     """(class_id, body_size, raw property bytes) of a content-header payload."""
     if len(payload) < 14:

@@ -30,6 +30,10 @@ class Message:
     routing_keys: tuple[str, ...] = ()
     # Set by the broker: a persistent message bound for durable storage.
     message_id: int = 0
+    # The frontend's encodings, made on first delivery and reused by every
+    # queue and redelivery (a message is never changed in place).
+    wire_route: bytes | None = None  # exchange and routing key as shortstrs
+    wire_header: bytes | None = None  # the content-header frame payload
 
     def __post_init__(self) -> None:
         if not self.routing_keys:
