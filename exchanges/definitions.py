@@ -182,18 +182,18 @@ def load_definitions(
     return result
 
 
-def _json_value(value: Any) -> Any:
-    """A field value as RabbitMQ's JSON export writes it."""
-    if isinstance(value, (bytes, bytearray)):
+def json_value(value: Any) -> Any:
+    """A field value as RabbitMQ's JSON (exports, management API) writes it."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, decimal.Decimal):
         return float(value)
     if isinstance(value, datetime.datetime):
         return int(value.timestamp())
     if isinstance(value, Mapping):
-        return {str(k): _json_value(v) for k, v in value.items()}
+        return {str(k): json_value(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
+        return [json_value(v) for v in value]
     return value
 
 
@@ -208,7 +208,7 @@ def export_definitions(vhost: VirtualHost) -> dict[str, Any]:
             "durable": exchange.durable,
             "auto_delete": exchange.auto_delete,
             "internal": exchange.internal,
-            "arguments": _json_value(exchange.arguments),
+            "arguments": json_value(exchange.arguments),
         }
         for exchange in sorted(vhost.exchanges.values(), key=lambda x: x.name)
         if exchange.name and not exchange.name.startswith("amq.")
@@ -219,7 +219,7 @@ def export_definitions(vhost: VirtualHost) -> dict[str, Any]:
             "vhost": vhost.name,
             "durable": queue.durable,
             "auto_delete": queue.auto_delete,
-            "arguments": _json_value(queue.arguments),
+            "arguments": json_value(queue.arguments),
         }
         for queue in sorted(vhost.queues.values(), key=lambda q: q.name)
         if not queue.is_exclusive
@@ -232,7 +232,7 @@ def export_definitions(vhost: VirtualHost) -> dict[str, Any]:
             "destination": binding.destination.name,
             "destination_type": binding.destination.kind,
             "routing_key": binding.binding_key,
-            "arguments": _json_value(binding.arguments_dict),
+            "arguments": json_value(binding.arguments_dict),
         }
         for binding in sorted(
             vhost.bindings(),

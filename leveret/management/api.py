@@ -30,8 +30,6 @@ Lists take RabbitMQ's query parameters: `columns=name,message_stats.publish`,
 from __future__ import annotations
 
 import base64
-import datetime
-import decimal
 import hashlib
 import json
 import os
@@ -46,7 +44,7 @@ from pamqp import exceptions
 from bindings.model import Binding, Destination
 from exchanges import base
 from exchanges.base import Exchange
-from exchanges.definitions import LoadResult, export_definitions, load_definitions
+from exchanges.definitions import LoadResult, export_definitions, json_value, load_definitions
 from exchanges.vhost import VirtualHost
 from leveret import __version__
 from leveret.management import auth
@@ -91,20 +89,6 @@ def json_response(status: int, data: Any) -> Response:
     return Response(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), JSON)
 
 
-def jsonable(value: Any) -> Any:
-    """An AMQP field value as RabbitMQ's JSON writes it."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, datetime.datetime):
-        return int(value.timestamp())
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
 
 def with_rates(counts: Mapping[str, int], rate: Callable[[str], float]) -> dict[str, Any]:
     """{"publish": 5, "publish_details": {"rate": 1.2}, ...} as RabbitMQ nests them."""
@@ -120,7 +104,7 @@ def properties_key(binding_key: str, arguments: Mapping[str, Any]) -> str:
     key = quote(binding_key, safe="")
     if not arguments:
         return key
-    digest = hashlib.sha1(json.dumps(jsonable(arguments), sort_keys=True).encode()).digest()
+    digest = hashlib.sha1(json.dumps(json_value(arguments), sort_keys=True).encode()).digest()
     return key + "~" + base64.urlsafe_b64encode(digest[:4]).decode().rstrip("=")
 
 
@@ -406,7 +390,7 @@ class Api:
         exclusive_consumer = queue.exclusive_consumer
         active = queue.consumers[0] if queue.args.single_active_consumer and queue.consumers else None
         info: dict[str, Any] = {
-            "arguments": jsonable(queue.arguments),
+            "arguments": json_value(queue.arguments),
             "auto_delete": queue.auto_delete,
             "consumers": queue.consumer_count,
             "durable": queue.durable,
@@ -490,7 +474,7 @@ class Api:
     @staticmethod
     def exchange_info(vhost: VirtualHost, exchange: Exchange) -> dict[str, Any]:
         info = {
-            "arguments": jsonable(exchange.arguments),
+            "arguments": json_value(exchange.arguments),
             "auto_delete": exchange.auto_delete,
             "durable": exchange.durable,
             "internal": exchange.internal,
@@ -553,13 +537,13 @@ class Api:
         return {
             "source": binding.source, "vhost": vhost.name, "destination": binding.destination.name,
             "destination_type": binding.destination.kind, "routing_key": binding.binding_key,
-            "arguments": jsonable(arguments), "properties_key": properties_key(binding.binding_key, arguments),
+            "arguments": json_value(arguments), "properties_key": properties_key(binding.binding_key, arguments),
         }
 
     # -------------------------------------------------------- connections
     def connection(self, live: LiveConnection) -> dict[str, Any]:
         connection = live.connection
-        properties = jsonable(connection.client_properties)
+        properties = json_value(connection.client_properties)
         vhost = connection.vhost
         state = connection.state.name.lower()
         if state.startswith("await"):
