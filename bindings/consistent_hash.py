@@ -37,14 +37,13 @@ import bisect
 import datetime
 import hashlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pamqp import exceptions
 
 from bindings.headers import _erl_binary
-from bindings.model import Binding, Destination, Headers, RoutedMessage, Verdict
+from bindings.model import Binding, BindingSet, Destination, Headers, RoutedMessage, Verdict
 
 __all__ = ["ConsistentHashIndex", "HashSource", "HASH_PROPERTIES", "jump_hash", "parse_weight"]
 
@@ -112,23 +111,17 @@ def _canonical(value: Any) -> bytes:
     return type(value).__name__.encode() + repr(value).encode()
 
 
-class ConsistentHashIndex:
+class ConsistentHashIndex(BindingSet):
     """BindingIndex (and MessageIndex) for x-consistent-hash exchanges."""
 
-    __slots__ = ("source", "_ranges", "_starts", "_total", "_bindings")
+    __slots__ = ("source", "_ranges", "_starts", "_total")
 
     def __init__(self, source: HashSource | None = None) -> None:
+        super().__init__()
         self.source = source or HashSource()
         self._ranges: list[tuple[Binding, int, int]] = []
         self._starts: list[int] = []
         self._total = 0
-        self._bindings: set[Binding] = set()
-
-    def __len__(self) -> int:
-        return len(self._bindings)
-
-    def __iter__(self) -> Iterator[Binding]:
-        return iter(self._bindings)
 
     @property
     def buckets(self) -> int:

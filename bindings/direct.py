@@ -9,27 +9,19 @@ no destinations left are dropped, and a lookup never inserts one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from bindings.model import Binding, Destination, Headers, Verdict
+from bindings.model import Binding, BindingSet, Destination, Headers, Verdict
 
 __all__ = ["DirectIndex"]
 
 
-class DirectIndex:
+class DirectIndex(BindingSet):
     """BindingIndex for direct exchanges (see the module docstring)."""
 
-    __slots__ = ("_by_key", "_bindings")
+    __slots__ = ("_by_key",)
 
     def __init__(self) -> None:
+        super().__init__()
         self._by_key: dict[str, dict[Destination, int]] = {}
-        self._bindings: set[Binding] = set()
-
-    def __len__(self) -> int:
-        return len(self._bindings)
-
-    def __iter__(self) -> Iterator[Binding]:
-        return iter(self._bindings)
 
     def add(self, binding: Binding) -> None:
         """Add a binding; adding one that is already there changes nothing."""

@@ -7,27 +7,19 @@ the others. A destination leaves the index with its last binding.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from bindings.model import Binding, Destination, Headers, Verdict
+from bindings.model import Binding, BindingSet, Destination, Headers, Verdict
 
 __all__ = ["FanoutIndex"]
 
 
-class FanoutIndex:
+class FanoutIndex(BindingSet):
     """BindingIndex for fanout exchanges (see the module docstring)."""
 
-    __slots__ = ("_counts", "_bindings")
+    __slots__ = ("_counts",)
 
     def __init__(self) -> None:
+        super().__init__()
         self._counts: dict[Destination, int] = {}
-        self._bindings: set[Binding] = set()
-
-    def __len__(self) -> int:
-        return len(self._bindings)
-
-    def __iter__(self) -> Iterator[Binding]:
-        return iter(self._bindings)
 
     def add(self, binding: Binding) -> None:
         """Add a binding; adding one that is already there changes nothing."""

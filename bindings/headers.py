@@ -37,13 +37,21 @@ from __future__ import annotations
 import calendar
 import datetime
 import decimal
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pamqp import exceptions
 
-from bindings.model import Binding, Destination, FrozenTable, Headers, Verdict, thaw_table
+from bindings.model import (
+    Binding,
+    BindingSet,
+    Destination,
+    FrozenTable,
+    Headers,
+    Verdict,
+    thaw_table,
+)
 
 __all__ = ["HeadersIndex", "HeaderRule", "parse_rule", "x_match_error"]
 
@@ -115,20 +123,14 @@ def parse_rule(arguments: FrozenTable | Mapping[str, Any]) -> HeaderRule:
     return HeaderRule(mode, with_x, tuple(checks))
 
 
-class HeadersIndex:
+class HeadersIndex(BindingSet):
     """BindingIndex for headers exchanges (see the module docstring)."""
 
-    __slots__ = ("_rules", "_bindings")
+    __slots__ = ("_rules",)
 
     def __init__(self) -> None:
+        super().__init__()
         self._rules: dict[Destination, dict[Binding, HeaderRule]] = {}
-        self._bindings: set[Binding] = set()
-
-    def __len__(self) -> int:
-        return len(self._bindings)
-
-    def __iter__(self) -> Iterator[Binding]:
-        return iter(self._bindings)
 
     def add(self, binding: Binding) -> None:
         """Parse and add a binding (raises AMQPPreconditionFailed for a bad x-match)."""

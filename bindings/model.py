@@ -8,7 +8,7 @@ frozen (sorted tuples) so a Binding is hashable and compares by value.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -100,6 +100,23 @@ class Verdict:
 
 
 Headers = Mapping[str, Any]
+
+
+class BindingSet:
+    """The bindings an index holds, kept as a set: duplicates are no-ops and
+    `len`/iteration are the index's. Indexes subclass it and add their lookup
+    structure beside it."""
+
+    __slots__ = ("_bindings",)
+
+    def __init__(self) -> None:
+        self._bindings: set[Binding] = set()
+
+    def __len__(self) -> int:
+        return len(self._bindings)
+
+    def __iter__(self) -> Iterator[Binding]:
+        return iter(self._bindings)
 
 
 class BindingIndex(Protocol):
