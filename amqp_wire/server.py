@@ -64,6 +64,13 @@ WRITE_BUFFER_HARD = 16 << 20
 SHUTDOWN_GRACE = 2.0
 
 
+def client_host(host: str) -> str:
+    """How a client on this machine reaches a listener bound to `host`, for a URL."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 class WireConnection(Protocol):
     """What the shell needs from amqp_wire.connection.Connection (sans-IO)."""
 
@@ -338,12 +345,7 @@ class Server:
     @property
     def url(self) -> str:
         """An AMQP URL a client on this machine can use (guest is allowed from loopback only)."""
-        host = self.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"amqp://guest:guest@{host}:{self.port}/"
+        return f"amqp://guest:guest@{client_host(self.host)}:{self.port}/"
 
     @property
     def listening(self) -> bool:

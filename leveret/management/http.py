@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
+from amqp_wire.server import client_host
+
 log = logging.getLogger("leveret.http")
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -89,12 +91,7 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        host = self.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"http://{client_host(self.host)}:{self.port}"
 
     # ------------------------------------------------------------- client
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
