@@ -1,4 +1,7 @@
-"""The topic exchange's binding index: a trie of binding-key words.
+"""A trie of binding-key words: topic matching for any set of binding keys.
+
+The topic exchange's index (bindings.topic_index) puts the keys of its
+largest shapes in tables and the rest here.
 
 Words are split on '.', empty words are real words and "" is zero words
 (RabbitMQ 3.10: `*` does not match "", `a.*` matches "a.", `#` matches "").
@@ -158,12 +161,23 @@ class TopicTrie:
                 break
             path[depth - 1].drop_child(words[depth - 1])
 
+    def __contains__(self, binding: object) -> bool:
+        return binding in self._bindings
+
     def match(self, routing_key: str, headers: Headers | None = None) -> list[Destination]:
         """Destinations of the bindings whose key matches, each once."""
-        words = routing_key.split(".") if routing_key else []
+        found: dict[Destination, object] = {}
+        self.match_into(
+            routing_key.split(".") if routing_key else [], found, len(self._destination_counts)
+        )
+        return list(found)
+
+    def match_into(self, words: list[str], found: dict[Destination, object], total: int) -> None:
+        """Add the destinations matching `words` to `found`; stop once it holds
+        `total` (every destination there is, counted by the caller)."""
         n = len(words)
-        total = len(self._destination_counts)
-        found: dict[Destination, int] = {}
+        if len(found) == total:
+            return
         seen: set[tuple[int, int]] | None = None  # '#' states visited, made on first need
         # Pending (node, position) states as two parallel stacks: no tuple per state.
         nodes = [self._root]
@@ -191,7 +205,7 @@ class TopicTrie:
                     if destinations is not None:
                         found.update(destinations)
                         if len(found) == total:
-                            return list(found)  # every destination there is
+                            return  # every destination there is
                     break
                 star = node.star
                 children = node.children
@@ -206,7 +220,6 @@ class TopicTrie:
                     node = child
                 else:
                     break
-        return list(found)
 
     def explain(
         self, binding: Binding, routing_key: str, headers: Headers | None = None

@@ -1,7 +1,7 @@
 from collections.abc import Mapping
 from typing import Any
 
-from bindings.topic import TopicTrie
+from bindings.topic_index import TopicIndex
 from exchanges.base import register
 
 
@@ -11,5 +11,5 @@ class TopicExchangeType:
 
     name = "topic"
 
-    def new_index(self, arguments: Mapping[str, Any]) -> TopicTrie:
-        return TopicTrie()
+    def new_index(self, arguments: Mapping[str, Any]) -> TopicIndex:
+        return TopicIndex()
