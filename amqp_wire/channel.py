@@ -46,6 +46,7 @@ from queues.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
 
 if TYPE_CHECKING:
     from amqp_wire.connection import Connection
+    from exchanges.auth import VhostAccess
     from exchanges.vhost import VirtualHost
 
 _SHORT = struct.Struct(">B")
@@ -329,13 +330,13 @@ class Channel:
             self.send(commands.Exchange.DeleteOk())
 
     def _exchange_bind(self, method: commands.Exchange.Bind) -> None:
-        self._authorize_bind(method.source, Destination.exchange(method.destination))
+        self._authorize_bind(method.source, Destination.exchange(method.destination), method.routing_key)
         self.vhost.bind(method.source, Destination.exchange(method.destination), method.routing_key, method.arguments)
         if not method.nowait:
             self.send(commands.Exchange.BindOk())
 
     def _exchange_unbind(self, method: commands.Exchange.Unbind) -> None:
-        self._authorize_bind(method.source, Destination.exchange(method.destination))
+        self._authorize_bind(method.source, Destination.exchange(method.destination), method.routing_key)
         self.vhost.unbind(method.source, Destination.exchange(method.destination), method.routing_key, method.arguments)
         if not method.nowait:
             self.send(commands.Exchange.UnbindOk())
@@ -362,14 +363,14 @@ class Channel:
     def _queue_bind(self, method: commands.Queue.Bind) -> None:
         name = self._queue_name(method.queue)
         routing_key = method.routing_key if (method.queue or method.routing_key) else name
-        self._authorize_bind(method.exchange, Destination.queue(name))
+        self._authorize_bind(method.exchange, Destination.queue(name), routing_key)
         self.vhost.bind(method.exchange, Destination.queue(name), routing_key, method.arguments, owner=self.connection)
         if not method.nowait:
             self.send(commands.Queue.BindOk())
 
     def _queue_unbind(self, method: commands.Queue.Unbind) -> None:
         name = self._queue_name(method.queue)
-        self._authorize_bind(method.exchange, Destination.queue(name))
+        self._authorize_bind(method.exchange, Destination.queue(name), method.routing_key)
         self.vhost.unbind(method.exchange, Destination.queue(name), method.routing_key, method.arguments, owner=self.connection)
         self.send(commands.Queue.UnbindOk())
 
@@ -460,8 +461,11 @@ class Channel:
 
     def _publish_complete(self, method: _BASIC.Publish, properties: Any, raw: bytes, body: bytes) -> None:
         access = self.access
-        if access is not None and not access.write_all:
-            access.check("write", "exchange", method.exchange)
+        if access is not None:
+            if not access.write_all:
+                access.check("write", "exchange", method.exchange)
+            if access.topics:
+                self._authorize_topic(access, "write", method.exchange, method.routing_key)
         self._validate_properties(properties)
         headers = properties.headers
         routing_keys = publish_routing_keys(method.routing_key, headers)
@@ -790,14 +794,28 @@ class Channel:
             access.check("read", "queue", name)
             access.check("write", "exchange", dead_letter_exchange)
 
-    def _authorize_bind(self, source: str, destination: Destination) -> None:
-        """Write on the destination, then (past the default-exchange 403) read on the source."""
+    def _authorize_bind(self, source: str, destination: Destination, routing_key: str) -> None:
+        """Write on the destination, then (past the default-exchange 403) read on
+        the source, then the topic read permission on the binding key."""
         access = self.access
         if access is None:
             return
         access.check("write", destination.kind, destination.name)
         if source and (destination.kind == "queue" or destination.name):
             access.check("read", "exchange", source)
+            if access.topics:
+                self._authorize_topic(access, "read", source, routing_key)
+
+    def _authorize_topic(self, access: VhostAccess, permission: str, name: str, routing_key: str) -> None:
+        """Topic permissions, on exchanges of type topic only; a missing (404) or,
+        for publishes, internal (403) exchange fails later with its own error,
+        as in RabbitMQ where those come first."""
+        exchange = self.vhost.exchanges.get(name)
+        if exchange is None or exchange.type.name != "topic":
+            return
+        if permission == "write" and exchange.internal:
+            return
+        access.check_topic(permission, name, routing_key)
 
     # ---------------------------------------------- acknowledgement timeout
     def _stamp(self, tag: int) -> None:

@@ -682,7 +682,7 @@ class Api:
             "product_name": "leveret", "product_version": __version__,
             **self.m.broker.access.export(),
             "vhosts": [{"name": v.name} for v in self.m.vhosts()],
-            "topic_permissions": [], "parameters": [], "global_parameters": [], "policies": [],
+            "parameters": [], "global_parameters": [], "policies": [],
         }
         for key in ("queues", "exchanges", "bindings"):
             merged[key] = [item for export in exports for item in export[key]]
