@@ -351,8 +351,9 @@ class Channel:
         queue = self.vhost.declare_queue(
             method.queue, passive=method.passive, durable=durable, exclusive=method.exclusive,
             auto_delete=method.auto_delete, arguments=method.arguments, owner=self.connection, now_ms=self.now(),
-            authorize=None if self.access is None else lambda name, new: self._authorize_queue_declare(
-                name, new, method.arguments or {}),
+            authorize=None if self.access is None else self._authorize_queue_declare,
+            authorize_new=None if self.access is None else lambda name: self._authorize_new_queue(
+                name, method.arguments or {}),
         )
         self.last_queue = queue.name
         if not method.nowait:
@@ -782,14 +783,17 @@ class Channel:
             access.check("read", "exchange", name)
             access.check("write", "exchange", alternate)
 
-    def _authorize_queue_declare(self, name: str, new: bool, arguments: Mapping[str, Any]) -> None:
-        """Configure on the queue (a server-named one too); a new queue with a
-        dead-letter exchange also needs read on itself and write on that exchange."""
+    def _authorize_queue_declare(self, name: str) -> None:
+        """Configure on the queue (a server-named one too)."""
+        if self.access is not None:
+            self.access.check("configure", "queue", name)
+
+    def _authorize_new_queue(self, name: str, arguments: Mapping[str, Any]) -> None:
+        """A new queue with a dead-letter exchange also needs read on itself and write on that exchange."""
         access = self.access
         if access is None:
             return
-        access.check("configure", "queue", name)
-        dead_letter_exchange = _text(arguments.get("x-dead-letter-exchange")) if new else None
+        dead_letter_exchange = _text(arguments.get("x-dead-letter-exchange"))
         if dead_letter_exchange is not None:
             access.check("read", "queue", name)
             access.check("write", "exchange", dead_letter_exchange)

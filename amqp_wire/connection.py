@@ -33,7 +33,7 @@ from amqp_wire.errors import closing_for, frame_snippet
 from amqp_wire.methods import decode_method
 from exchanges.auth import VhostAccess
 from exchanges.broker import Broker
-from exchanges.limits import MEMORY_ALARM_REASON
+from exchanges.limits import MEMORY_ALARM_REASON, NO_USER_LIMITS, NO_VHOST_LIMITS
 
 log = logging.getLogger("leveret.connection")
 
@@ -135,7 +135,9 @@ class Connection:
         self._out_bytes = 0
         self._held_frames: list[tuple[int, int, bytes]] | None = None  # read, not yet handled
         self.access: VhostAccess | None = None  # set by connection.open
+        self.user_limits = NO_USER_LIMITS  # the user's, set by connection.open
         self._counted_open = False
+        self._open_vhost = ""
         self._resources = broker.resources
         self.created_at = monotonic()
         self.closing_since: float | None = None
@@ -421,7 +423,9 @@ class Connection:
                 raise exceptions.AMQPNotAllowed(
                     f"number of channels opened ({count}) has reached the negotiated channel_max ({self.channel_max})"
                 )
+            self._resources.channel_opening(self.user, self.user_limits)
             self.channels[channel] = Channel(self, channel)
+            self._resources.channel_opened(self.user)
             self.send_method(channel, commands.Channel.OpenOk())
             return
         handler.handle_frame(frame_type, payload)
@@ -519,13 +523,22 @@ class Connection:
         self.state = State.AWAIT_OPEN
 
     def _open(self, method: commands.Connection.Open) -> None:
-        # RabbitMQ's order: the node's connection limit, the vhost, the user's access to it.
+        # RabbitMQ's order: the node's connection limit, the vhost's and the
+        # user's, the vhost, the user's access to it.
         name = method.virtual_host
-        self._resources.connection_opening(self.broker.settings.connection_max)
+        known = self.broker.vhosts.get(name)
+        user = self.broker.access.users.get(self.user)
+        self._resources.connection_opening(
+            self.broker.settings.connection_max, name, self.user,
+            known.limits if known is not None else NO_VHOST_LIMITS,
+            user.limits if user is not None else NO_USER_LIMITS,
+        )
         vhost = self.broker.vhost(name)
         self.access = self.broker.access.vhost_access(self.user, name)
         self.vhost = vhost  # type: ignore[assignment]
-        self._resources.connection_opened()
+        self.user_limits = user.limits if user is not None else NO_USER_LIMITS
+        self._resources.connection_opened(name, self.user)
+        self._open_vhost = name
         self._counted_open = True
         self.state = State.OPEN
         self.send_method(0, commands.Connection.OpenOk())
@@ -577,6 +590,7 @@ class Connection:
         })
         handler = self.channels.pop(channel, None)
         if handler is not None:
+            self._resources.channels_closed(self.user)
             handler.flush_confirms()  # publishes before the error were confirmed
             handler.release()
         self.closing_channels.add(channel)
@@ -591,6 +605,7 @@ class Connection:
     def channel_closed_by_client(self, channel: int) -> None:
         handler = self.channels.pop(channel, None)
         if handler is not None:
+            self._resources.channels_closed(self.user)
             handler.flush_confirms()
             handler.release()
         self.send_method(channel, commands.Channel.CloseOk())
@@ -598,6 +613,7 @@ class Connection:
     def _shutdown_channels(self) -> None:
         channels = list(self.channels.values())
         self.channels.clear()
+        self._resources.channels_closed(self.user, len(channels))
         for handler in channels:
             handler.release()
         if self.vhost is not None:
@@ -618,7 +634,7 @@ class Connection:
         self._resources.forget(self)
         if self._counted_open:
             self._counted_open = False
-            self._resources.connection_closed()
+            self._resources.connection_closed(self._open_vhost, self.user)
         self.broker.counters.connections_closed += 1
         log.info("connection closed", extra={
             "event": "connection_closed", "connection": self.name, "user": self.user, "reason": reason,

@@ -54,6 +54,8 @@ from typing import Any
 
 from pamqp import exceptions
 
+from exchanges.limits import NO_USER_LIMITS, UserLimits
+
 SHA256 = "rabbit_password_hashing_sha256"
 SHA512 = "rabbit_password_hashing_sha512"
 MD5 = "rabbit_password_hashing_md5"
@@ -86,6 +88,7 @@ class User:
     password_hash: bytes  # decoded: 4-byte salt + digest; b"" means no password login
     hashing_algorithm: str = DEFAULT_HASHING
     tags: tuple[str, ...] = ()
+    limits: UserLimits = NO_USER_LIMITS
 
     def check_password(self, password: str) -> bool:
         stored = self.password_hash
@@ -239,7 +242,7 @@ class AccessControl:
     # ------------------------------------------------------------ users
     def add_user(
         self, name: str, password: str | None = None, *, password_hash: str | bytes | None = None,
-        hashing_algorithm: str = DEFAULT_HASHING, tags: Iterable[str] = (),
+        hashing_algorithm: str = DEFAULT_HASHING, tags: Iterable[str] = (), limits: UserLimits = NO_USER_LIMITS,
     ) -> User:
         """Add (or replace) a user, from a clear password or an existing hash (base64 or raw)."""
         if hashing_algorithm not in HASHES:
@@ -250,7 +253,7 @@ class AccessControl:
             raw = base64.b64decode(password_hash, validate=True) if password_hash else b""
         else:
             raw = password_hash or b""
-        user = User(name, raw, hashing_algorithm, tuple(tags))
+        user = User(name, raw, hashing_algorithm, tuple(tags), limits)
         self.users[name] = user
         return user
 
@@ -353,23 +356,24 @@ class AccessControl:
         if not isinstance(name, str) or not name:
             raise ValueError("no name")
         tags = _tags(item.get("tags"))
+        limits = UserLimits.from_json(item.get("limits") or {})
         if "password" in item and "password_hash" in item:
             raise ValueError("both password and password_hash are given")
         algorithm = item.get("hashing_algorithm")
         if not algorithm:
             algorithm = MD5 if _MD5_ERA.match(version) else DEFAULT_HASHING
         if "password" in item:
-            self.add_user(name, str(item["password"]), hashing_algorithm=str(algorithm), tags=tags)
+            self.add_user(name, str(item["password"]), hashing_algorithm=str(algorithm), tags=tags, limits=limits)
         else:
             self.add_user(name, password_hash=str(item.get("password_hash") or ""),
-                          hashing_algorithm=str(algorithm), tags=tags)
+                          hashing_algorithm=str(algorithm), tags=tags, limits=limits)
 
     def export(self) -> dict[str, list[dict[str, Any]]]:
         """Users and permissions in the definitions format (`rabbitmqctl export_definitions`)."""
         return {
             "users": [
                 {"name": user.name, "password_hash": user.encoded_hash, "hashing_algorithm": user.hashing_algorithm,
-                 "tags": list(user.tags), "limits": {}}
+                 "tags": list(user.tags), "limits": user.limits.to_json()}
                 for user in sorted(self.users.values(), key=lambda u: u.name)
             ],
             "permissions": [

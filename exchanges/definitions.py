@@ -2,7 +2,9 @@
 management UI write): load exchanges, queues and bindings into a VirtualHost,
 and export a vhost's topology in the same format.
 
-Only topology is read; users, permissions and parameters are ignored. Policies
+Topology is read, and a vhost's limits (the "vhost-limits" parameter, applied
+first, as RabbitMQ's import does); users and permissions are exchanges.auth's
+business, other parameters are ignored. Policies
 are applied the way RabbitMQ would see them for routing and dead-lettering:
 the one matching policy with the highest priority, its keys turned into the
 queue or exchange arguments they stand for. A queue's own argument wins, except
@@ -21,6 +23,7 @@ from typing import Any
 from pamqp import exceptions
 
 from bindings.model import Destination
+from exchanges.limits import VhostLimits
 from exchanges.vhost import VirtualHost
 
 RABBIT_VERSION = "3.10.0"
@@ -128,6 +131,17 @@ def load_definitions(
     """
     name_filter = vhost_name or vhost.name
     result = LoadResult()
+    for item in data.get("parameters") or []:
+        if not isinstance(item, Mapping) or not _in_vhost(item, name_filter):
+            continue
+        if item.get("component") == "vhost-limits":
+            value = item.get("value")
+            try:
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"not an object: {value!r}")
+                vhost.limits = VhostLimits.from_json(value)
+            except ValueError as error:
+                result.warnings.append(f"vhost limits of {name_filter!r}: {error}")
     policies = _policies(data, name_filter, result)
     for item in data.get("exchanges") or []:
         if not isinstance(item, Mapping) or not _in_vhost(item, name_filter):
@@ -247,7 +261,11 @@ def export_definitions(vhost: VirtualHost) -> dict[str, Any]:
         "vhosts": [{"name": vhost.name}],
         "permissions": [],
         "topic_permissions": [],
-        "parameters": [],
+        "parameters": [
+            {"value": limits, "vhost": vhost.name, "component": "vhost-limits", "name": "limits"}
+            for limits in (vhost.limits.to_json(),)
+            if limits
+        ],
         "global_parameters": [],
         "policies": [],
         "queues": queues,

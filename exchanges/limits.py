@@ -1,4 +1,6 @@
-"""Limits every connection shares: the memory alarm and the number of connections.
+"""Limits every connection shares: the memory alarm, the number of connections,
+and RabbitMQ's per-vhost (max-connections, max-queues) and per-user
+(max-connections, max-channels) limits.
 
 Theory of operation (RabbitMQ's vm_memory_high_watermark and rabbit_reader's
 throttle). Something that can measure the process (the server shell's memory
@@ -11,14 +13,23 @@ registers here with `block`. Clearing the alarm tells every registered
 connection (`resource_alarm_cleared`), so consumers, which never publish, keep
 draining queues all along.
 
+Vhost and user limits come from definitions, as RabbitMQ exports them: a
+vhost's in a "vhost-limits" parameter, a user's in its "limits"; a negative
+value (or none) is no limit, 0 allows nothing. They are checked where RabbitMQ
+checks them (3.10, observed): connection.open (the vhost's, then the user's
+connection count), channel.open (the user's channels on all its
+connections), and the declaration of a new queue.
+
 No I/O here: the measuring lives in amqp_wire.memory.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pamqp import exceptions
 
@@ -87,12 +98,66 @@ class Watermark:
         return f"{self.absolute} bytes" if self.absolute is not None else f"{self.fraction:g} of memory"
 
 
+def _limit(value: Any, key: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be an integer, not {value!r}")
+    return None if value < 0 else value
+
+
+@dataclass(frozen=True, slots=True)
+class VhostLimits:
+    max_connections: int | None = None
+    max_queues: int | None = None
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> VhostLimits:
+        """From {"max-connections": 10, "max-queues": 100}; ValueError for unknown keys or bad values."""
+        unknown = set(value) - {"max-connections", "max-queues"}
+        if unknown:
+            raise ValueError(f"unknown vhost limit {sorted(unknown)[0]!r}")
+        return cls(
+            _limit(value.get("max-connections"), "max-connections"),
+            _limit(value.get("max-queues"), "max-queues"),
+        )
+
+    def to_json(self) -> dict[str, int]:
+        pairs = (("max-connections", self.max_connections), ("max-queues", self.max_queues))
+        return {key: limit for key, limit in pairs if limit is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimits:
+    max_connections: int | None = None
+    max_channels: int | None = None
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> UserLimits:
+        """From {"max-connections": 10, "max-channels": 100}; ValueError for unknown keys or bad values."""
+        unknown = set(value) - {"max-connections", "max-channels"}
+        if unknown:
+            raise ValueError(f"unknown user limit {sorted(unknown)[0]!r}")
+        return cls(
+            _limit(value.get("max-connections"), "max-connections"),
+            _limit(value.get("max-channels"), "max-channels"),
+        )
+
+    def to_json(self) -> dict[str, int]:
+        pairs = (("max-channels", self.max_channels), ("max-connections", self.max_connections))
+        return {key: limit for key, limit in pairs if limit is not None}
+
+
+NO_VHOST_LIMITS = VhostLimits()
+NO_USER_LIMITS = UserLimits()
+
+
 class Blockable(Protocol):
     def resource_alarm_cleared(self) -> None: ...
 
 
 class ResourceAlarms:
-    """The broker's memory alarm and count of open connections."""
+    """The broker's memory alarm, and its counts of open connections and channels."""
 
     def __init__(self) -> None:
         self.memory_alarm = False
@@ -100,6 +165,9 @@ class ResourceAlarms:
         self.memory_limit = 0
         self.blocked: set[Blockable] = set()
         self.open_connections = 0
+        self.vhost_connections: Counter[str] = Counter()
+        self.user_connections: Counter[str] = Counter()
+        self.user_channels: Counter[str] = Counter()
         self.alarms_raised = 0  # for metrics and tests
 
     # ------------------------------------------------------------ memory
@@ -125,13 +193,58 @@ class ResourceAlarms:
         self.blocked.discard(connection)
 
     # ------------------------------------------------------- connections
-    def connection_opening(self, limit: int | None) -> None:
-        """connection.open: 530 when `limit` connections are open (RabbitMQ's connection_max)."""
+    def connection_opening(
+        self,
+        limit: int | None,
+        vhost: str,
+        user: str,
+        vhost_limits: VhostLimits = NO_VHOST_LIMITS,
+        user_limits: UserLimits = NO_USER_LIMITS,
+    ) -> None:
+        """connection.open: 530 when `limit` connections are open on the node
+        (RabbitMQ's connection_max), then the vhost's, then the user's limit."""
         if limit is not None and self.open_connections >= limit:
             raise exceptions.AMQPNotAllowed(f"connection refused: node connection limit ({limit}) is reached")
+        most = vhost_limits.max_connections
+        if most is not None and self.vhost_connections[vhost] >= most:
+            raise exceptions.AMQPNotAllowed(
+                f"access to vhost '{vhost}' refused for user '{user}': connection limit ({most}) is reached"
+            )
+        most = user_limits.max_connections
+        if most is not None and self.user_connections[user] >= most:
+            raise exceptions.AMQPNotAllowed(
+                f"connection refused for user '{user}': user connection limit ({most}) is reached"
+            )
 
-    def connection_opened(self) -> None:
+    def connection_opened(self, vhost: str, user: str) -> None:
         self.open_connections += 1
+        self.vhost_connections[vhost] += 1
+        self.user_connections[user] += 1
 
-    def connection_closed(self) -> None:
+    def connection_closed(self, vhost: str, user: str) -> None:
         self.open_connections = max(0, self.open_connections - 1)
+        _decrement(self.vhost_connections, vhost)
+        _decrement(self.user_connections, user)
+
+    # ---------------------------------------------------------- channels
+    def channel_opening(self, user: str, user_limits: UserLimits) -> None:
+        """channel.open: 530 when the user has its limit of channels open, on all its connections."""
+        most = user_limits.max_channels
+        if most is not None and self.user_channels[user] >= most:
+            raise exceptions.AMQPNotAllowed(
+                f"number of channels opened for user '{user}' has reached the maximum allowed user limit of ({most})"
+            )
+
+    def channel_opened(self, user: str) -> None:
+        self.user_channels[user] += 1
+
+    def channels_closed(self, user: str, count: int = 1) -> None:
+        _decrement(self.user_channels, user, count)
+
+
+def _decrement(counts: Counter[str], key: str, by: int = 1) -> None:
+    left = counts[key] - by
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -29,6 +29,7 @@ from bindings.model import Binding, Destination
 from exchanges import base
 from exchanges.base import Exchange
 from exchanges.delayed import DELAYED, DelayedMessage, DelayedMessages, delay_of, released
+from exchanges.limits import NO_VHOST_LIMITS
 from exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
 from queues.arguments import (
     assert_equivalent,
@@ -118,6 +119,7 @@ class VirtualHost:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        self.limits = NO_VHOST_LIMITS  # max-connections (checked by the frontend), max-queues
         self._bindings_to: dict[Destination, set[Binding]] = {}
         self.observers: dict[Queue, set[QueueObserver]] = {}
         self.dead_letter_log: list[DeadLetterEvent] | None = None  # set to a list to record
@@ -283,10 +285,13 @@ class VirtualHost:
         arguments: Mapping[str, Any] | None = None,
         owner: object | None = None,
         now_ms: int = 0,
-        authorize: Callable[[str, bool], None] | None = None,
+        authorize: Callable[[str], None] | None = None,
+        authorize_new: Callable[[str], None] | None = None,
     ) -> Queue:
-        """`authorize(name, is_new)` is the caller's permission check, made where
-        RabbitMQ makes it: on the actual (server-generated) name, before anything else."""
+        """`authorize(name)` and `authorize_new(name)` are the caller's permission
+        checks, made where RabbitMQ makes them: the first on the actual
+        (server-generated) name before anything else, the second, for a queue
+        that does not exist yet, after the vhost's queue limit."""
         if passive:
             queue = self.queue(name, owner)
             queue.touch(now_ms)
@@ -296,7 +301,15 @@ class VirtualHost:
         elif name.startswith("amq."):
             raise exceptions.AMQPAccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         if authorize is not None:
-            authorize(name, name not in self.queues)
+            authorize(name)
+        if name not in self.queues:
+            most = self.limits.max_queues
+            if most is not None and len(self.queues) >= most:
+                raise exceptions.AMQPPreconditionFailed(
+                    f"cannot declare queue '{name}': queue limit in vhost '{self.name}' ({most}) is reached"
+                )
+            if authorize_new is not None:
+                authorize_new(name)
         # RabbitMQ never makes an exclusive queue durable: it ignores the flag.
         durable = durable and not exclusive
         received = dict(arguments or {})

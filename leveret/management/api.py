@@ -682,9 +682,9 @@ class Api:
             "product_name": "leveret", "product_version": __version__,
             **self.m.broker.access.export(),
             "vhosts": [{"name": v.name} for v in self.m.vhosts()],
-            "parameters": [], "global_parameters": [], "policies": [],
+            "global_parameters": [], "policies": [],
         }
-        for key in ("queues", "exchanges", "bindings"):
+        for key in ("parameters", "queues", "exchanges", "bindings"):
             merged[key] = [item for export in exports for item in export[key]]
         return merged
 
@@ -714,7 +714,7 @@ class Api:
 def _by_vhost(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """A full export's items per vhost; items without one belong to "/"."""
     grouped: dict[str, dict[str, Any]] = {}
-    for key in ("queues", "exchanges", "bindings", "policies"):
+    for key in ("parameters", "queues", "exchanges", "bindings", "policies"):
         for item in data.get(key) or []:
             if not isinstance(item, Mapping):
                 continue
