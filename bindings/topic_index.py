@@ -98,8 +98,8 @@ class TopicIndex:
         "_tabled",
         "_tables",
         "_whole",
-        "_exact",
-        "_open",
+        "_probes",
+        "_probes_beyond",
         "_shape_counts",
         "_destination_counts",
         "_singles",
@@ -123,11 +123,13 @@ class TopicIndex:
         self._trie = TopicTrie()
         self._tabled: set[Binding] = set()  # bindings held by tables, not the trie
         self._tables: dict[Shape, Entries] = {}
-        # The tables as match reads them: whole-key ones by length, the other
-        # no-'#' ones by length, and those with a '#' by their minimum length.
+        # The tables as match reads them: whole-key ones by length, and for
+        # each routing-key length the other tables that can match it (the
+        # no-'#' ones of that length, those with a '#' no longer than it);
+        # keys longer than every table are probed by all the '#' ones.
         self._whole: dict[int, Entries] = {}
-        self._exact: dict[int, list[tuple[KeyOf, Entries]]] = {}
-        self._open: list[tuple[int, KeyOf, Entries]] = []
+        self._probes: list[list[tuple[KeyOf, Entries]]] = []
+        self._probes_beyond: list[tuple[KeyOf, Entries]] = []
         self._shape_counts: dict[Shape, int] = {}
         self._destination_counts: dict[Destination, int] = {}
         self._singles: dict[Destination, dict[Destination, None]] = {}
@@ -278,19 +280,23 @@ class TopicIndex:
                 shape, key = _shaped(binding)
                 self._table_add(self._tables[shape], key, binding)
         self._whole.clear()
-        self._exact.clear()
-        self._open.clear()
+        longest = max((shape[0] for shape in self._tables), default=-1)
+        self._probes = [[] for _ in range(longest + 1)]
+        self._probes_beyond = []
         # Larger tables first: they are likelier to end a match early.
         for shape in sorted(self._tables, key=lambda s: -self._shape_counts.get(s, 0)):
             entries = self._tables[shape]
             length, has_hash, positions = shape
             if _is_whole(shape):
                 self._whole[length] = entries
-            elif has_hash:
-                self._open.append((length, _key_of(positions), entries))
+                continue
+            probe = (_key_of(positions), entries)
+            if has_hash:
+                for n in range(length, longest + 1):
+                    self._probes[n].append(probe)
+                self._probes_beyond.append(probe)
             else:
-                self._exact.setdefault(length, []).append((_key_of(positions), entries))
-        self._open.sort(key=lambda table: table[0])
+                self._probes[length].append(probe)
         self._changes = 0
         self._plan_after = self._plan_every or max(PLAN_MIN, len(self))
 
@@ -314,15 +320,8 @@ class TopicIndex:
                 found.update(hit)
                 if len(found) == total:
                     return list(found)
-        for key_of, entries in self._exact.get(n, ()):
-            hit = entries.get(key_of(words))
-            if hit is not None:
-                found.update(hit)
-                if len(found) == total:
-                    return list(found)
-        for length, key_of, entries in self._open:
-            if length > n:
-                break
+        probes = self._probes
+        for key_of, entries in probes[n] if n < len(probes) else self._probes_beyond:
             hit = entries.get(key_of(words))
             if hit is not None:
                 found.update(hit)

@@ -135,3 +135,16 @@ def test_agrees_with_the_trie_while_tables_come_and_go(seed: int) -> None:
             got = index.match(key, None)
             assert len(got) == len(set(got)), "a destination was yielded twice"
             assert set(got) == set(trie.match(key, None)), (wave, key)
+
+
+def test_keys_longer_than_every_table_are_probed_by_the_hash_tables() -> None:
+    index = TopicIndex(table_min=1, table_cover=0, plan_every=1)
+    index.add(bind("a.#.z", QUEUES[0]))
+    index.add(bind("a.b.c", QUEUES[1]))
+    index.add(bind("*.b.*", QUEUES[2]))
+    assert index.tables() == 3
+    assert index.trie_node_count() == 1, "every binding should be in a table"
+    assert index.match("a.z", None) == [QUEUES[0]]
+    assert sorted(d.name for d in index.match("a.b.c", None)) == ["q1", "q2"]
+    assert index.match("a.b.c.d.e.f.z", None) == [QUEUES[0]]
+    assert index.match("a.b.c.d.e.f.y", None) == []
