@@ -256,6 +256,11 @@ class Queue:
         return max_bytes is not None and self._ready_bytes + extra_bytes > max_bytes
 
     def _enforce_drop_head(self, dead: list[DeadLetter]) -> None:
+        if self.args.overflow != "drop-head":
+            # reject-publish(-dlx) only refuses publishes: messages coming back
+            # (requeue, recover, channel close) may leave the queue over its limit,
+            # and RabbitMQ 3.10 keeps them all (rabbit_amqqueue_process:maybe_drop_head).
+            return
         while self._ready_count and self._over_limit():
             entry = self._pop_head()
             if self.journal is not None:
@@ -398,7 +403,7 @@ class Queue:
             returning.setdefault(entry.priority, []).append(entry)
         for priority, batch in returning.items():
             self._insert_by_seq(priority, batch)
-        # RabbitMQ's requeue_and_run: drop over the limit, then what expired
+        # RabbitMQ's requeue_and_run: drop-head drops over the limit, then what expired
         # while it was out (its deadline stands), then deliver.
         self._enforce_drop_head(dead)
         self._drop_expired_heads(now_ms, dead)

@@ -4,13 +4,16 @@ RabbitMQ 3.10.8 facts used (resultsC.json and pika probes): limits count ready
 messages and body bytes only; drop-head dead-letters the head with reason
 `maxlen`; reject-publish nacks the publish (the message still counts as
 routed) even with a consumer waiting; reject-publish-dlx also dead-letters
-it; a requeue that overfills the queue drops the (requeued) head; priorities
+it; a requeue that overfills a drop-head queue drops the (requeued) head,
+while reject-publish(-dlx) queues keep everything that comes back; priorities
 above x-max-priority count as the maximum, FIFO within one priority.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
 
 from tests.core.core_support import FakeConsumer, World, headers, x_death
 
@@ -138,6 +141,32 @@ def test_requeue_that_overfills_drops_the_requeued_head() -> None:
     dead = world.get("dead")
     assert dead is not None
     assert (dead.message.body, x_death(dead.message)[0]["reason"]) == (b"m1", "maxlen")
+
+
+@pytest.mark.parametrize("overflow", ["reject-publish", "reject-publish-dlx"])
+def test_requeue_over_the_limit_keeps_everything_when_publishes_are_refused(overflow: str) -> None:
+    # Probed on 3.10.8 (nack, basic.recover and channel close alike): max 2, u1
+    # taken, u3 accepted, u4 refused; u1 comes back: the queue holds 3, none dead.
+    world = limited(**{"x-max-length": 2, "x-overflow": overflow}, **DLX)
+    publish_all(world, b"u1", b"u2")
+    entry = world.get("q", no_ack=False)
+    assert entry is not None
+    assert publish_all(world, b"u3", b"u4") == [False, True]
+    world.vhost.requeue(world.vhost.queues["q"], [entry], world.now)
+    assert world.count("q") == 3
+    assert publish_all(world, b"u5") == [True]  # still over: refused
+    assert world.drain("q") == [b"u1", b"u2", b"u3"]
+    assert world.drain("dead") == ([b"u4", b"u5"] if overflow == "reject-publish-dlx" else [])
+
+
+def test_requeue_over_the_byte_limit_keeps_everything_when_publishes_are_refused() -> None:
+    world = limited(**{"x-max-length-bytes": 4, "x-overflow": "reject-publish"}, **DLX)
+    publish_all(world, b"aa", b"bb")
+    entry = world.get("q", no_ack=False)
+    assert entry is not None
+    assert publish_all(world, b"cc", b"dd") == [False, True]
+    world.vhost.requeue(world.vhost.queues["q"], [entry], world.now)
+    assert (world.drain("q"), world.drain("dead")) == ([b"aa", b"bb", b"cc"], [])
 
 
 def test_waiting_consumer_gets_the_message_before_the_limit_counts() -> None:

@@ -221,9 +221,42 @@ async def requeue_order_scenario(connection: aio_pika.abc.AbstractConnection, pr
     seen.append(after)
 
 
+async def publish_confirmed(channel: aio_pika.abc.AbstractChannel, queue: str, body: str,
+                            **properties: Any) -> str:
+    try:
+        await channel.default_exchange.publish(Message(body.encode(), **properties), routing_key=queue)
+    except aio_pika.exceptions.DeliveryError:
+        return "nack"
+    return "ack"
+
+
+async def bodies_of(queue: aio_pika.abc.AbstractQueue) -> list[str]:
+    bodies = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        bodies.append(message.body.decode())
+    return bodies
+
+
+async def requeue_over_limit_scenario(connection: aio_pika.abc.AbstractConnection, prefix: str, seen: list[Any]) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    dead = await channel.declare_queue(f"{prefix}.dead", exclusive=True)
+    for overflow in ("reject-publish", "reject-publish-dlx", "drop-head"):
+        queue = await channel.declare_queue(f"{prefix}.{overflow}", exclusive=True, arguments={
+            "x-max-length": 2, "x-overflow": overflow,
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead.name})
+        outcomes = [await publish_confirmed(channel, queue.name, body) for body in ("u1", "u2")]
+        taker = await connection.channel()
+        await (await taker.get_queue(queue.name)).get()
+        outcomes += [await publish_confirmed(channel, queue.name, body) for body in ("u3", "u4")]
+        await taker.close()  # u1 comes back
+        await asyncio.sleep(0.1)
+        seen.append((overflow, outcomes, await bodies_of(queue), await bodies_of(dead)))
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("scenario", [routing_scenario, error_scenario, dead_letter_scenario, requeue_order_scenario,
-                                      limits_scenario, alternate_and_e2e_scenario],
+                                      limits_scenario, alternate_and_e2e_scenario,
+                                      requeue_over_limit_scenario],
                          ids=lambda s: s.__name__)
 async def test_leveret_matches_rabbitmq(leveret_url: str, scenario: Scenario) -> None:
     observed = await compare(leveret_url, scenario)
