@@ -11,8 +11,10 @@ sequence number), as RabbitMQ's classic queues do.
 Invariants:
 - `self._ready_bytes` is the body size of all ready entries; limits count ready
   entries only, as RabbitMQ does.
-- Messages expire only at the head of a ready deque (RabbitMQ's classic queue
-  rule), so `next_deadline` looks at heads only.
+- Messages expire only at the head of the queue, the next ready entry to
+  deliver (RabbitMQ's classic queue rule; with priorities a short-lived
+  message waits behind a long-lived one of higher priority), so
+  `next_deadline` looks at that head only.
 - The queue never routes: operations that dead-letter return `DeadLetter`
   records (only when a dead-letter exchange is configured) and the virtual host
   re-routes them.
@@ -283,7 +285,10 @@ class Queue:
         return entry
 
     def _drop_expired_heads(self, now_ms: int, dead: list[DeadLetter]) -> None:
-        for level in self._ready:
+        # In delivery order, stopping at the first live message: a lower priority
+        # is reached only when every higher one has expired (rabbit_priority_queue's
+        # dropwhile moves on only from a level it emptied).
+        for level in reversed(self._ready):
             while level and level[0].expires_at is not None and level[0].expires_at <= now_ms:
                 entry = level.popleft()
                 self._ready_count -= 1
@@ -291,6 +296,8 @@ class Queue:
                 if self.journal is not None:
                     self.journal.removed(entry)
                 self._dead_letter_into(dead, entry.message, "expired")
+            if level:
+                return
 
     def _next_consumer(self) -> Consumer | None:
         """The consumer to deliver to: highest priority with credit, round-robin within it."""
@@ -437,12 +444,8 @@ class Queue:
 
     # ---------------------------------------------------------------- timers
     def next_deadline(self) -> int | None:
-        deadline: int | None = None
-        for level in self._ready:
-            if level and level[0].expires_at is not None:
-                at = level[0].expires_at
-                if deadline is None or at < deadline:
-                    deadline = at
+        level = self._head_level()
+        deadline = level[0].expires_at if level is not None else None
         expiry = self.expiry_deadline()
         if expiry is not None and (deadline is None or expiry < deadline):
             deadline = expiry

@@ -94,6 +94,34 @@ def test_a_long_ttl_at_the_head_holds_short_ones_back() -> None:
     assert world.drain("dead") == [b"long", b"short"]  # in queue order
 
 
+def test_in_a_priority_queue_only_the_next_to_deliver_expires() -> None:
+    # Probed on 3.10.8: lo-short (1), hi-long (5), hi-short (5): at 400 ms all
+    # three are counted and none dead; once hi-long is fetched, hi-short then
+    # lo-short are dead-lettered, in delivery order.
+    world = dead_world(**{"x-max-priority": 5})
+    world.publish("", "q", b"lo-short", priority=1, expiration="100")
+    world.publish("", "q", b"hi-long", priority=5, expiration="100000")
+    world.publish("", "q", b"hi-short", priority=5, expiration="100")
+    assert world.vhost.next_deadline() == world.now + 100000
+    world.advance(400)
+    assert (world.count("q"), world.count("dead")) == (3, 0)
+    outcome = world.vhost.get("q", no_ack=True, owner=None, now_ms=world.now)
+    assert outcome.entry is not None
+    assert (outcome.entry.message.body, outcome.message_count) == (b"hi-long", 0)
+    assert world.drain("dead") == [b"hi-short", b"lo-short"]
+
+
+def test_in_a_priority_queue_expiry_stops_at_a_live_lower_priority_message() -> None:
+    world = dead_world(**{"x-max-priority": 5})
+    start = world.now
+    world.publish("", "q", b"hi-short", priority=5, expiration="100")
+    world.publish("", "q", b"lo-long", priority=1, expiration="100000")
+    world.publish("", "q", b"lo-short", priority=1, expiration="100")
+    world.advance(100)
+    assert (world.count("q"), world.drain("dead")) == (2, [b"hi-short"])
+    assert world.vhost.next_deadline() == start + 100000
+
+
 def test_expired_messages_are_not_delivered() -> None:
     world = dead_world(**{"x-message-ttl": 100})
     world.publish("", "q", b"old")

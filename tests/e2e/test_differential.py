@@ -253,10 +253,25 @@ async def requeue_over_limit_scenario(connection: aio_pika.abc.AbstractConnectio
         seen.append((overflow, outcomes, await bodies_of(queue), await bodies_of(dead)))
 
 
+async def priority_expiry_scenario(connection: aio_pika.abc.AbstractConnection, prefix: str, seen: list[Any]) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    dead = await channel.declare_queue(f"{prefix}.dead", exclusive=True)
+    queue = await channel.declare_queue(f"{prefix}.prio", exclusive=True, arguments={
+        "x-max-priority": 5, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead.name})
+    for body, priority, expiration in (("lo-short", 1, 100), ("hi-long", 5, 100000), ("hi-short", 5, 100)):
+        await publish_confirmed(channel, queue.name, body, priority=priority, expiration=expiration / 1000)
+    await asyncio.sleep(0.3)
+    declared = await channel.declare_queue(queue.name, passive=True)
+    seen.append(("count", declared.declaration_result.message_count, await bodies_of(dead)))
+    first = await queue.get(no_ack=True)
+    await asyncio.sleep(0.1)
+    seen.append((first.body.decode(), first.message_count, await bodies_of(dead), await bodies_of(queue)))
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("scenario", [routing_scenario, error_scenario, dead_letter_scenario, requeue_order_scenario,
                                       limits_scenario, alternate_and_e2e_scenario,
-                                      requeue_over_limit_scenario],
+                                      requeue_over_limit_scenario, priority_expiry_scenario],
                          ids=lambda s: s.__name__)
 async def test_leveret_matches_rabbitmq(leveret_url: str, scenario: Scenario) -> None:
     observed = await compare(leveret_url, scenario)
