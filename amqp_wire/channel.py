@@ -627,7 +627,7 @@ class Channel:
             delivery_tag=tag, redelivered=entry.redelivered, exchange=message.exchange,
             routing_key=message.routing_key, message_count=outcome.message_count,
         ))
-        self._send_content(message, _quorum_delivery_count(queue, entry))
+        self._send_content(message, _quorum_delivery_count(queue, entry, basic_get=True))
 
     def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Queue, Entry, ChannelConsumer | None]]:
         unacked = self.unacked
@@ -862,9 +862,10 @@ class Channel:
             self.send(_BASIC.ConsumeOk(consumer_tag=tag))
 
 
-def _quorum_delivery_count(queue: Queue | None, entry: Entry) -> int | None:
-    """Quorum queues tell consumers how often a message was returned (x-delivery-count)."""
-    if queue is not None and queue.args.queue_type == "quorum":
+def _quorum_delivery_count(queue: Queue | None, entry: Entry, *, basic_get: bool = False) -> int | None:
+    """Quorum queues tell consumers how often a message was returned (x-delivery-count).
+    RabbitMQ 3.10 says 0 in basic.get-ok only: a consumer's first delivery has no header."""
+    if queue is not None and queue.args.queue_type == "quorum" and (basic_get or entry.delivery_count):
         return entry.delivery_count
     return None
 

@@ -268,10 +268,35 @@ async def priority_expiry_scenario(connection: aio_pika.abc.AbstractConnection, 
     seen.append((first.body.decode(), first.message_count, await bodies_of(dead), await bodies_of(queue)))
 
 
+async def consume_one(channel: aio_pika.abc.AbstractChannel, name: str) -> aio_pika.abc.AbstractIncomingMessage:
+    queue = await channel.get_queue(name)
+    async with queue.iterator() as messages:
+        async for message in messages:
+            return message
+    raise AssertionError(f"nothing arrived in {name}")
+
+
+async def quorum_delivery_count_scenario(connection: aio_pika.abc.AbstractConnection, prefix: str, seen: list[Any]) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    queue = await channel.declare_queue(f"{prefix}.quorum", durable=True, arguments={"x-queue-type": "quorum"})
+    try:
+        await publish_confirmed(channel, queue.name, "q")
+        for how in ("consume", "consume", "get", "get", "consume"):
+            taker = await connection.channel()
+            message = await consume_one(taker, queue.name) if how == "consume" else await queue.get(timeout=2)
+            seen.append((how, message.redelivered, message.headers.get("x-delivery-count", "absent")))
+            if how == "get":
+                await message.nack(requeue=True)
+            await taker.close()  # returns what the consumer holds
+    finally:
+        await channel.queue_delete(queue.name)
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("scenario", [routing_scenario, error_scenario, dead_letter_scenario, requeue_order_scenario,
                                       limits_scenario, alternate_and_e2e_scenario,
-                                      requeue_over_limit_scenario, priority_expiry_scenario],
+                                      requeue_over_limit_scenario, priority_expiry_scenario,
+                                      quorum_delivery_count_scenario],
                          ids=lambda s: s.__name__)
 async def test_leveret_matches_rabbitmq(leveret_url: str, scenario: Scenario) -> None:
     observed = await compare(leveret_url, scenario)

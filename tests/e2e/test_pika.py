@@ -442,6 +442,28 @@ def test_quorum_queue_counts_deliveries_in_a_header(
     ]
 
 
+def test_quorum_queue_first_consumer_delivery_has_no_delivery_count(
+    pika_connection: pika.BlockingConnection, names: Names
+) -> None:
+    # RabbitMQ 3.10.8: basic.get says x-delivery-count 0, basic.consume leaves it
+    # out until the message has been returned (nack, recover, channel close).
+    channel = pika_connection.channel()
+    queue = names.queue("quorum-consume")
+    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.confirm_delivery()
+    channel.basic_publish("", queue, b"x", BasicProperties(headers={"kept": "yes"}))
+    seen = []
+    for _ in range(2):
+        consumer = pika_connection.channel()
+        for method, properties, _ in consumer.consume(queue, inactivity_timeout=2):
+            assert method is not None, "the message went missing"
+            seen.append((method.redelivered, properties.headers))
+            break
+        consumer.close()  # returns the unacked message
+
+    assert seen == [(False, {"kept": "yes"}), (True, {"kept": "yes", "x-delivery-count": 1})]
+
+
 def test_quorum_queue_refuses_global_qos(broker_url: str, names: Names) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(broker_url))
     try:
