@@ -13,7 +13,9 @@ rabbit_channel), checked against the reference broker:
   widths count as one type, and a missing `x-queue-type` equals `classic`.
 
 One deliberate difference: `x-delivery-limit` (quorum-only in RabbitMQ) is
-accepted, validated and honoured on classic queues too.
+accepted, validated and honoured on classic queues too. On quorum queues
+RabbitMQ does not validate it: any integer is a limit (a negative one
+dead-letters on the first return) and anything else means no limit.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pamqp import exceptions
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_MODES = ("default", "lazy")
 QUEUE_TYPES = ("classic", "quorum")
+DEAD_LETTER_STRATEGIES = ("at-most-once", "at-least-once")
 # rabbit_misc:check_expiry: TTLs and x-expires up to ten years (milliseconds).
 MAX_EXPIRY_MS = 315_360_000_000
 MAX_PRIORITY = 255
@@ -50,11 +53,11 @@ TYPE_ARGUMENTS: dict[str, tuple[str, ...]] = {
 # Every argument some queue type owns, in RabbitMQ's declare_args order.
 KNOWN_ARGUMENTS = (
     "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
-    "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
+    "x-dead-letter-strategy", "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
     "x-max-priority", "x-overflow", "x-queue-mode", "x-single-active-consumer", "x-queue-type",
     "x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes",
     "x-initial-cluster-size", "x-queue-leader-locator", "x-queue-master-locator",
-    "x-delivery-limit", "x-dead-letter-strategy",
+    "x-delivery-limit",
 )
 _MODULES = {"classic": "rabbit_classic_queue", "quorum": "rabbit_quorum_queue"}
 
@@ -194,6 +197,19 @@ def _overflow(value: Any, _: Mapping[str, Any]) -> str | None:
     return error
 
 
+def _dead_letter_strategy(value: Any, _: Mapping[str, Any]) -> str | None:
+    error = _longstr(value)
+    if error is None and _text(value) not in DEAD_LETTER_STRATEGIES:
+        return "invalid_dlx_strategy"
+    return error
+
+
+def _delivery_limit(value: Any, args: Mapping[str, Any]) -> str | None:
+    if _text(args.get("x-queue-type")) == "quorum":
+        return None  # RabbitMQ takes anything (rabbit_quorum_queue has no check)
+    return _non_negative(value, args)  # ours on classic queues
+
+
 def _queue_mode(value: Any, _: Mapping[str, Any]) -> str | None:
     error = _longstr(value)
     if error is None and _text(value) not in QUEUE_MODES:
@@ -218,6 +234,7 @@ VALIDATORS: tuple[tuple[str, Validator], ...] = (
     ("x-message-ttl", _message_ttl),
     ("x-dead-letter-exchange", _dead_letter_exchange),
     ("x-dead-letter-routing-key", _dead_letter_routing_key),
+    ("x-dead-letter-strategy", _dead_letter_strategy),
     ("x-max-length", _non_negative),
     ("x-max-length-bytes", _non_negative),
     ("x-max-in-memory-length", _non_negative),
@@ -228,7 +245,7 @@ VALIDATORS: tuple[tuple[str, Validator], ...] = (
     ("x-single-active-consumer", _single_active_consumer),
     ("x-queue-type", _queue_type),
     # Not validated by RabbitMQ (it has no classic delivery limit); ours is.
-    ("x-delivery-limit", _non_negative),
+    ("x-delivery-limit", _delivery_limit),
 )
 
 
@@ -294,9 +311,15 @@ def parse_queue_arguments(
         dead_letter_routing_key=text("x-dead-letter-routing-key"),
         max_priority=args.get("x-max-priority"),
         single_active_consumer=bool(args.get("x-single-active-consumer", False)),
-        delivery_limit=args.get("x-delivery-limit"),
+        delivery_limit=_integer_or_none(args.get("x-delivery-limit")),
         queue_type=queue_type,
     )
+
+
+def _integer_or_none(value: Any) -> int | None:
+    # rabbit_fifo compares the delivery count with the limit as Erlang terms:
+    # a number is below any binary or atom, so a non-integer limit never trips.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _same(old: Any, new: Any) -> bool:

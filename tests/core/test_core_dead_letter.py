@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import pytest
+
 from queues.fieldtable import Field
 from tests.core.core_support import FakeConsumer, World, headers, typed_headers, x_death
 
@@ -172,6 +174,23 @@ def test_delivery_limit_zero_dead_letters_on_the_first_return() -> None:
     world.publish("", "q", b"m")
     world.requeue(consumer)
     assert (len(consumer.received), world.drain("dead")) == (1, [b"m"])
+
+
+@pytest.mark.parametrize(("limit", "deliveries"), [(-1, 1), (-5, 1), ("2", 6), (True, 6)])
+def test_quorum_delivery_limit_that_is_no_count(limit: Any, deliveries: int) -> None:
+    # Probed on 3.10.8: a quorum queue takes any x-delivery-limit; a negative one
+    # dead-letters on the first return, a string or bool never does.
+    world = World()
+    world.queue("dead")
+    world.queue("q", durable=True, arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": limit,
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
+    consumer = world.consume("q", FakeConsumer("c"))
+    world.publish("", "q", b"m")
+    for _ in range(5):
+        world.requeue(consumer)
+    assert len(consumer.received) == deliveries
+    assert world.drain("dead") == ([b"m"] if deliveries == 1 else [])
 
 
 def test_deaths_are_counted_per_queue_and_reason_newest_first() -> None:

@@ -407,6 +407,19 @@ ARGUMENT_ERRORS: list[tuple[dict[str, Any], str]] = [
      f"invalid arg 'x-max-priority' for queue 'q' {V} of queue type rabbit_quorum_queue"),
     ({"x-queue-type": "quorum", "x-queue-mode": "lazy"},
      f"invalid arg 'x-queue-mode' for queue 'q' {V} of queue type rabbit_quorum_queue"),
+    ({"x-queue-type": "quorum", "x-dead-letter-strategy": "foo"}, invalid("x-dead-letter-strategy", "invalid_dlx_strategy")),
+    ({"x-queue-type": "quorum", "x-dead-letter-strategy": ""}, invalid("x-dead-letter-strategy", "invalid_dlx_strategy")),
+    ({"x-queue-type": "quorum", "x-dead-letter-strategy": 5},
+     invalid("x-dead-letter-strategy", "{unacceptable_type,byte}")),
+    ({"x-queue-type": "quorum", "x-dead-letter-strategy": True},
+     invalid("x-dead-letter-strategy", "{unacceptable_type,bool}")),
+    # Checked right after the dead-letter routing key, also among arguments of another type.
+    ({"x-queue-type": "quorum", "x-dead-letter-strategy": "foo", "x-max-length": -1},
+     invalid("x-dead-letter-strategy", "invalid_dlx_strategy")),
+    ({"x-queue-type": "quorum", "x-dead-letter-strategy": "foo", "x-dead-letter-routing-key": "k"},
+     invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")),
+    ({"x-dead-letter-strategy": "at-most-once", "x-max-in-memory-length": 1},
+     f"invalid arg 'x-dead-letter-strategy' for queue 'q' {V} of queue type rabbit_classic_queue"),
 ]
 
 
@@ -432,6 +445,12 @@ ACCEPTED: list[dict[str, Any]] = [
     {"x-queue-master-locator": "client-local"},
     {"x-delivery-limit": 0},  # ours on classic queues
     {"x-queue-type": "quorum", "x-delivery-limit": 3, "x-max-in-memory-length": 1},
+    # RabbitMQ does not check a quorum queue's x-delivery-limit (non-integers mean no limit).
+    {"x-queue-type": "quorum", "x-delivery-limit": -1},
+    {"x-queue-type": "quorum", "x-delivery-limit": "2"},
+    {"x-queue-type": "quorum", "x-delivery-limit": True},
+    {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-most-once"},
+    {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"},
 ]
 
 
