@@ -301,6 +301,9 @@ def parse_queue_arguments(
         return _text(args.get(name))
 
     overflow = text("x-overflow")
+    if queue_type == "quorum" and overflow == "reject-publish-dlx":
+        # 3.10 accepts it but logs a warning and drops the head (rabbit_quorum_queue:overflow/3).
+        overflow = "drop-head"
     return QueueArguments(
         message_ttl=args.get("x-message-ttl"),
         expires=args.get("x-expires"),

@@ -187,7 +187,7 @@ class DeduplicatingQueue(Queue):
     def enqueue(self, message: Message, now_ms: int) -> tuple[bool, list[DeadLetter]]:
         # RabbitMQ 3.10 checks the overflow rule before asking whether the
         # message is a duplicate (rabbit_amqqueue_process:maybe_deliver_or_enqueue).
-        if self.args.overflow != "drop-head" and self._over_limit(len(message.body), 1):
+        if self.refuses_publish(len(message.body)):
             return super().enqueue(message, now_ms)
         if self.is_duplicate(message, now_ms):
             return False, []

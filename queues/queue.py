@@ -160,6 +160,8 @@ class Queue:
         self._ready: list[deque[Entry]] = [deque() for _ in range(levels)]
         self._ready_count = 0
         self._ready_bytes = 0
+        # Quorum reject-publish: publishers are refused (see refuses_publish).
+        self._publish_blocked = False
         self._unacked = 0
         self._seq = 0
         self.consumers: list[Consumer] = []
@@ -211,11 +213,10 @@ class Queue:
         """
         dead: list[DeadLetter] = []
         self.stats["published"] += 1
-        if self._over_limit(extra_bytes=len(message.body), extra_count=1):
-            if self.args.overflow != "drop-head":
-                if self.args.overflow == "reject-publish-dlx":
-                    self._dead_letter_into(dead, message, "maxlen")
-                return False, dead
+        if self.refuses_publish(len(message.body)):
+            if self.args.overflow == "reject-publish-dlx":
+                self._dead_letter_into(dead, message, "maxlen")
+            return False, dead
         entry = self._new_entry(message, now_ms)
         if self.journal is not None:
             self.journal.enqueued(entry)
@@ -228,6 +229,7 @@ class Queue:
                 return True, dead
         self._push(entry)
         dead.extend(self.dispatch(now_ms))
+        self._block_publishers_if_over()
         self._enforce_drop_head(dead)
         # A TTL of 0 expires at once when no consumer took the message.
         self._drop_expired_heads(now_ms, dead)
@@ -256,6 +258,41 @@ class Queue:
             return True
         max_bytes = self.args.max_length_bytes
         return max_bytes is not None and self._ready_bytes + extra_bytes > max_bytes
+
+    def refuses_publish(self, size: int) -> bool:
+        """reject-publish(-dlx): would a message of `size` body bytes be refused now?
+
+        A classic queue refuses what would take it over a limit. A quorum queue
+        (rabbit_fifo's evaluate_limit) blocks its publishers once a message has
+        taken it over, and lets them go when the ready messages fall to 80% of
+        the limit (is_below_soft_limit), so it holds one message more than the
+        limit. RabbitMQ keeps that state per publishing channel; leveret keeps
+        one per queue, so a channel that first publishes while the queue is
+        blocked but no longer over its limit is refused, where RabbitMQ takes
+        that one message."""
+        if self.args.overflow == "drop-head":
+            return False
+        if self.args.queue_type != "quorum":
+            return self._over_limit(extra_bytes=size, extra_count=1)
+        self._unblock_publishers_if_below()
+        return self._publish_blocked
+
+    def _block_publishers_if_over(self) -> None:
+        if self.args.queue_type == "quorum" and self.args.overflow != "drop-head" and self._over_limit():
+            self._publish_blocked = True
+
+    def _unblock_publishers_if_below(self) -> None:
+        # Called before the ready count grows (publish, requeue): it only shrinks
+        # in between, so no dip to the soft limit goes unseen.
+        if not self._publish_blocked:
+            return
+        max_length, max_bytes = self.args.max_length, self.args.max_length_bytes
+        # Erlang's trunc(Limit * 0.8), with the same double arithmetic.
+        if max_length is not None and self._ready_count > int(max_length * 0.8):
+            return
+        if max_bytes is not None and self._ready_bytes > int(max_bytes * 0.8):
+            return
+        self._publish_blocked = False
 
     def _enforce_drop_head(self, dead: list[DeadLetter]) -> None:
         if self.args.overflow != "drop-head":
@@ -408,8 +445,10 @@ class Queue:
             if journal is not None:
                 journal.requeued(entry)
             returning.setdefault(entry.priority, []).append(entry)
+        self._unblock_publishers_if_below()
         for priority, batch in returning.items():
             self._insert_by_seq(priority, batch)
+        self._block_publishers_if_over()
         # RabbitMQ's requeue_and_run: drop-head drops over the limit, then what expired
         # while it was out (its deadline stands), then deliver.
         self._enforce_drop_head(dead)
@@ -525,6 +564,7 @@ class Queue:
         self._ready_bytes += size
         if entries:
             self._seq = max(self._seq, entries[-1].seq)
+        self._block_publishers_if_over()  # as RabbitMQ tells channels that register anew
         return dead
 
     def _dead_letter_into(self, dead: list[DeadLetter], message: Message, reason: str) -> None:

@@ -233,3 +233,65 @@ def test_drop_head_in_a_priority_queue_drops_the_next_to_deliver() -> None:
     world.publish("", "q", b"mid", priority=3)
     assert world.drain("q") == [b"mid", b"low"]
     assert world.drain("dead") == [b"high"]
+
+
+# ----------------------------------------------------------- quorum queues
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def quorum(**arguments: Any) -> World:
+    world = World()
+    world.queue("dead")
+    world.queue("q", durable=True, arguments={**QUORUM, **arguments})
+    return world
+
+
+@pytest.mark.parametrize("max_length", [0, 1, 2, 3])
+def test_quorum_reject_publish_refuses_only_once_over_the_limit(max_length: int) -> None:
+    # Probed on 3.10.8: a quorum queue refuses a publish only when it is already
+    # over its limit, so it takes one message more than x-max-length.
+    world = quorum(**{"x-max-length": max_length, "x-overflow": "reject-publish"})
+    bodies = [f"p{i}".encode() for i in range(max_length + 3)]
+    assert publish_all(world, *bodies) == [False] * (max_length + 1) + [True, True]
+    assert world.drain("q") == bodies[: max_length + 1]
+
+
+def test_quorum_reject_publish_counts_bytes_the_same_way() -> None:
+    world = quorum(**{"x-max-length-bytes": 10, "x-overflow": "reject-publish"})
+    assert publish_all(world, b"aaaa", b"bbbb", b"cccc", b"dddd", b"e") == [False, False, False, True, True]
+    assert world.drain("q") == [b"aaaa", b"bbbb", b"cccc"]
+
+
+def test_quorum_publishers_stay_refused_until_the_queue_is_down_to_80_percent() -> None:
+    # Probed on 3.10.8 with x-max-length 5: 6 taken, then refused at 5 ready,
+    # accepted again at 4 (trunc(5 * 0.8)).
+    world = quorum(**{"x-max-length": 5, "x-overflow": "reject-publish"})
+    assert publish_all(world, *[b"m"] * 7) == [False] * 6 + [True]
+    world.get("q")
+    assert publish_all(world, b"x0") == [True]
+    world.get("q")
+    assert publish_all(world, b"x1", b"x2", b"x3") == [False, False, True]
+
+
+def test_quorum_publishers_are_refused_after_a_requeue_takes_the_queue_over() -> None:
+    # Probed on 3.10.8: max 2; u1 taken, u3 and u4 accepted (u4 takes it over),
+    # u5 refused; u1 comes back and the queue holds four.
+    world = quorum(**{"x-max-length": 2, "x-overflow": "reject-publish"})
+    publish_all(world, b"u1", b"u2")
+    entry = world.get("q", no_ack=False)
+    assert entry is not None
+    assert publish_all(world, b"u3", b"u4", b"u5") == [False, False, True]
+    world.vhost.requeue(world.vhost.queues["q"], [entry], world.now)
+    assert publish_all(world, b"u6") == [True]
+    assert world.drain("q") == [b"u1", b"u2", b"u3", b"u4"]
+
+
+def test_quorum_reject_publish_dlx_drops_the_head() -> None:
+    # 3.10.8 accepts reject-publish-dlx on a quorum queue and behaves as drop-head.
+    world = quorum(**{"x-max-length": 1, "x-overflow": "reject-publish-dlx"}, **DLX)
+    assert publish_all(world, b"x0", b"x1", b"x2") == [False, False, False]
+    assert world.drain("q") == [b"x2"]
+    dead = [world.get("dead") for _ in range(2)]
+    assert [(e.message.body, x_death(e.message)[0]["reason"]) for e in dead if e is not None] == [
+        (b"x0", "maxlen"), (b"x1", "maxlen"),
+    ]

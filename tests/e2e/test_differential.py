@@ -292,11 +292,31 @@ async def quorum_delivery_count_scenario(connection: aio_pika.abc.AbstractConnec
         await channel.queue_delete(queue.name)
 
 
+async def quorum_overflow_scenario(connection: aio_pika.abc.AbstractConnection, prefix: str, seen: list[Any]) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    dead = await channel.declare_queue(f"{prefix}.dead", exclusive=True)
+    cases: list[tuple[dict[str, Any], list[str]]] = [
+        ({"x-max-length": 1, "x-overflow": "reject-publish"}, ["p0", "p1", "p2", "p3"]),
+        ({"x-max-length-bytes": 10, "x-overflow": "reject-publish"}, ["aaaa", "bbbb", "cccc", "dddd", "e"]),
+        ({"x-max-length": 1, "x-overflow": "reject-publish-dlx"}, ["x0", "x1", "x2"]),
+    ]
+    for index, (limits, bodies) in enumerate(cases):
+        queue = await channel.declare_queue(f"{prefix}.quorum{index}", durable=True, arguments={
+            "x-queue-type": "quorum", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead.name,
+            **limits})
+        try:
+            outcomes = [await publish_confirmed(channel, queue.name, body) for body in bodies]
+            await asyncio.sleep(0.2)
+            seen.append((limits, outcomes, await bodies_of(queue), await bodies_of(dead)))
+        finally:
+            await channel.queue_delete(queue.name)
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("scenario", [routing_scenario, error_scenario, dead_letter_scenario, requeue_order_scenario,
                                       limits_scenario, alternate_and_e2e_scenario,
                                       requeue_over_limit_scenario, priority_expiry_scenario,
-                                      quorum_delivery_count_scenario],
+                                      quorum_delivery_count_scenario, quorum_overflow_scenario],
                          ids=lambda s: s.__name__)
 async def test_leveret_matches_rabbitmq(leveret_url: str, scenario: Scenario) -> None:
     observed = await compare(leveret_url, scenario)
