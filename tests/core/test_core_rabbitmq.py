@@ -21,6 +21,7 @@ from tests.core.test_core_exchanges import DECLARE_ERRORS
 from tests.core.test_core_exchanges import REDECLARE as EXCHANGE_REDECLARE
 from tests.core.test_core_queues import ACCEPTED, ARGUMENT_ERRORS, QUORUM_PROPERTIES
 from tests.core.test_core_queues import REDECLARE as QUEUE_REDECLARE
+from tests.core.test_core_time import EXPIRATION_ERRORS
 from tests.reference import HOST, PORT, reachable
 
 pika = pytest.importorskip("pika")
@@ -152,3 +153,12 @@ def test_quorum_properties_on_rabbitmq(session: Session, flags: dict[str, Any], 
     name = session.queue("q")
     got = session.outcome(lambda ch: ch.queue_declare(name, arguments={"x-queue-type": "quorum"}, **flags))
     assert got == (406, f"PRECONDITION_FAILED - invalid property '{prop}' for queue '{name}' in vhost '/'")
+
+
+@pytest.mark.parametrize(("expiration", "text"), EXPIRATION_ERRORS)
+def test_invalid_expiration_texts_on_rabbitmq(session: Session, expiration: str, text: str) -> None:
+    def publish(channel: Any) -> None:
+        channel.basic_publish("", "leveret-core-unrouted", b"m", pika.BasicProperties(expiration=expiration))
+        channel.exchange_declare("amq.direct", "direct", passive=True)  # a round trip: the close arrives
+
+    assert session.outcome(publish) == (406, f"PRECONDITION_FAILED - {text}")

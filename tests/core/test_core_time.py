@@ -8,7 +8,9 @@ consumers keep an `x-expires` queue alive, publishing does not.
 
 from __future__ import annotations
 
-from tests.core.core_support import FakeConsumer, World, headers, x_death
+import pytest
+
+from tests.core.core_support import FakeConsumer, World, error_of, headers, x_death
 
 DLX = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
 
@@ -292,3 +294,34 @@ def test_run_timers_follows_chains_that_fall_due_in_one_run() -> None:
     assert entry is not None
     assert [(d["queue"], d["reason"]) for d in x_death(entry.message)] == [("second", "expired"), ("first", "expired")]
     assert headers(entry.message)["x-first-death-queue"] == "first"
+
+
+def _wrapped(expiration: str, tag: str, value: str) -> str:
+    # Erlang's ~p: past column 78 the pair breaks after the comma, the value
+    # aligned one column inside the brace.
+    head = f"invalid expiration '{expiration}': "
+    return f"{head}{{{tag},\n{' ' * (len(head.encode()) + 1)}{value}}}"
+
+
+# 3.10.8's texts, probed with pika (columns count bytes: 'é' is two).
+EXPIRATION_ERRORS: list[tuple[str, str]] = [
+    ("abc", "invalid expiration 'abc': no_integer"),
+    ("1" + "a" * 17, "invalid expiration '1aaaaaaaaaaaaaaaaa': {leftover_string,\"aaaaaaaaaaaaaaaaa\"}"),
+    ("1" + "a" * 18, _wrapped("1" + "a" * 18, "leftover_string", '"' + "a" * 18 + '"')),
+    ("12" + "a" * 17, _wrapped("12" + "a" * 17, "leftover_string", '"' + "a" * 17 + '"')),
+    ("1\u00e9" + "a" * 20, _wrapped("1\u00e9" + "a" * 20, "leftover_string", '"\u00e9' + "a" * 20 + '"')),
+    ("9" * 18, "invalid expiration '999999999999999999': {value_too_large,999999999999999999}"),
+    ("-" + "9" * 18, "invalid expiration '-999999999999999999': {value_negative,-999999999999999999}"),
+    ("9" * 19, _wrapped("9" * 19, "value_too_large", "9" * 19)),
+    ("99999999999999999999",
+     "invalid expiration '99999999999999999999': {value_too_large,\n" + " " * 44 + "99999999999999999999}"),
+    ("+" + "9" * 20, _wrapped("+" + "9" * 20, "value_too_large", "9" * 20)),
+    ("-" + "9" * 19, _wrapped("-" + "9" * 19, "value_negative", "-" + "9" * 19)),
+]
+
+
+@pytest.mark.parametrize(("expiration", "text"), EXPIRATION_ERRORS)
+def test_invalid_expiration_texts(expiration: str, text: str) -> None:
+    world = dead_world()
+    assert error_of(lambda: world.publish("", "q", b"m", expiration=expiration)) == (406, text)
+    assert world.count("q") == 0
