@@ -130,10 +130,11 @@ def parse_expiration(expiration: str) -> int:
 def _erlang_pair(tag: str, value: str, prefix: str) -> str:
     """`{tag,value}` as Erlang's ~p prints it after `prefix`: a term that would
     reach column 79 breaks after the comma, the value aligned inside the brace
-    (probed on 3.10.8; columns count bytes, as Erlang formats the binary)."""
-    column = len(prefix.encode())
+    (probed on 3.10.8; columns count bytes, as Erlang formats the binary: the
+    property was decoded with surrogateescape, so encoding so gives them back)."""
+    column = len(prefix.encode("utf-8", "surrogateescape"))
     flat = f"{{{tag},{value}}}"
-    if column + len(flat.encode()) <= 78:
+    if column + len(flat.encode("utf-8", "surrogateescape")) <= 78:
         return flat
     return f"{{{tag},\n{' ' * (column + 1)}{value}}}"
 
