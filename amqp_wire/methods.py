@@ -4,6 +4,10 @@ pamqp decodes every method; the two a busy channel sees most (basic.publish
 and basic.ack) are decoded by hand into small slotted objects with the same
 attribute names, because pamqp's generic decoder and validation cost several
 microseconds per frame.
+
+Argument tables (declare, bind, consume) are read again with
+queues.fieldtable, whose numbers keep their wire type: RabbitMQ names that
+type in its error texts and compares binding arguments with it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pamqp import commands, exceptions
 
 from amqp_wire import framing
 from amqp_wire.errors import erlang_binary, frame_snippet
+from queues.fieldtable import FieldTableError, read_table_plain
 
 PUBLISH_INDEX = b"\x00\x3c\x00\x28"  # basic.publish (60, 40)
 ACK_INDEX = b"\x00\x3c\x00\x50"  # basic.ack (60, 80)
@@ -90,6 +95,34 @@ def decode_method(payload: bytes) -> Any:
     method = cls()
     try:
         method.unmarshal(payload[4:])
+        layout = _ARGUMENTS_AFTER.get(index)
+        if layout is not None:
+            method.arguments = _arguments(payload, *layout)
     except Exception as error:
         raise _cannot_decode(payload) from error
     return method
+
+
+# Methods whose last field is an arguments table: the short strings before it
+# (after the reserved short) and whether a bits octet comes between.
+_ARGUMENTS_AFTER: dict[int, tuple[int, bool]] = {
+    0x0028000A: (2, True),  # exchange.declare: exchange, type
+    0x0028001E: (3, True),  # exchange.bind: destination, source, routing key
+    0x00280028: (3, True),  # exchange.unbind
+    0x0032000A: (1, True),  # queue.declare: queue
+    0x00320014: (3, True),  # queue.bind: queue, exchange, routing key
+    0x00320032: (3, False),  # queue.unbind: queue, exchange, routing key
+    0x003C0014: (2, True),  # basic.consume: queue, consumer tag
+}
+
+
+def _arguments(payload: bytes, short_strings: int, bits: bool) -> dict[str, Any]:
+    position = 6
+    for _ in range(short_strings):
+        position += 1 + payload[position]
+    if bits:
+        position += 1
+    try:
+        return read_table_plain(payload, position)[0]
+    except FieldTableError as error:
+        raise ValueError(str(error)) from error

@@ -15,15 +15,12 @@ Semantics (RabbitMQ 3.10, checked against the reference broker):
   booleans are their own class (True is not 1); long strings and byte
   arrays are both binaries, compared by bytes; a decimal is its (scale,
   digits) pair, so 1.0 is neither 1 nor decimal 1; void is only void.
-  Nested tables and arrays compare element by element with the field type
-  included, so inside them 1 is not 1.0 and a string is not a byte array.
-
-Where pamqp's decoding loses what RabbitMQ compares, we pick the lenient
-side: integer widths and float/double inside nested tables and arrays are
-not known here, so nested integers compare by value (RabbitMQ also wants the
-same width) and nested floats too; nested tables compare without regard to
-key order (binding arguments are frozen sorted, RabbitMQ compares in wire
-order); bytes from a non-UTF-8 long string and a byte array look alike.
+  Nested tables and arrays compare element by element, in wire order, with
+  the field type included, so inside them signedint 1 is not byte 1 (pika
+  sends the one, aio-pika the other), 1 is not 1.0 and a string is not a
+  byte array. Numbers decoded from the wire know their type
+  (bindings.model.field_type); a plain int or float from in-process callers
+  is a long or a double, as RabbitMQ writes them.
 
 Theory of operation. `add` parses a binding's arguments once into a `_Rule`
 (mode plus (header name, expected comparison key) checks) kept per
@@ -50,6 +47,7 @@ from bindings.model import (
     FrozenTable,
     Headers,
     Verdict,
+    field_type,
     thaw_table,
 )
 
@@ -194,8 +192,7 @@ def comparison_key(value: Any) -> Any:
     if isinstance(value, Mapping):
         if not value:
             return ("list", ())  # Erlang: an empty table and an empty array are both []
-        entries = ((_binary(k), *_typed(v)) for k, v in value.items())
-        return ("table", tuple(sorted(entries, key=lambda entry: entry[0])))
+        return ("table", tuple((_binary(k), *_typed(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return ("list", tuple(_typed(v) for v in value))
     return ("other", type(value).__name__, repr(value))
@@ -203,30 +200,21 @@ def comparison_key(value: Any) -> Any:
 
 def _typed(value: Any) -> tuple[str, Any]:
     """A value inside a table or array: its field type travels with it."""
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, int):
-        return ("int", value)  # width lost in decoding; see the module docstring
-    if isinstance(value, float):
-        return ("double", value)
+    kind = field_type(value)
     if isinstance(value, datetime.datetime):
-        return ("timestamp", _epoch_seconds(value))
-    if isinstance(value, str):
-        return ("longstr", value.encode("utf-8", "surrogateescape"))
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return ("binary", bytes(value))
+        return (kind, _epoch_seconds(value))
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return (kind, _binary(value))
     if isinstance(value, decimal.Decimal):
-        return ("decimal", _decimal_parts(value))
-    if value is None:
-        return ("void", None)
-    if isinstance(value, Mapping):
-        return ("table", comparison_key(value))
-    if isinstance(value, (list, tuple)):
-        return ("array", comparison_key(value))
+        return (kind, _decimal_parts(value))
+    if isinstance(value, (Mapping, list, tuple)):
+        return (kind, comparison_key(value))
+    if value is None or isinstance(value, (bool, int, float)):
+        return (kind, value)
     return ("other", comparison_key(value))
 
 
-def _binary(text: str | bytes) -> bytes:
+def _binary(text: str | bytes | bytearray | memoryview) -> bytes:
     return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
 
 
@@ -335,7 +323,7 @@ _OTHER_TYPE = "Invalid x-match field type {} (value {}); expected longstr"
 
 def x_match_error(value: Any) -> str:
     """RabbitMQ's explanation for an x-match it refuses (no "NAME - " prefix)."""
-    if isinstance(value, str):
+    if isinstance(value, (str, bytes)):
         text = _LONGSTR_VALUE.format(_erl_binary(_binary(value)))
     else:
         text = _OTHER_TYPE.format(_erl_type(value), _erl_term(value))
@@ -344,7 +332,11 @@ def x_match_error(value: Any) -> str:
 
 
 def _erl_type(value: Any) -> str:
-    """The AMQP field type RabbitMQ names; ints get the width most clients pick."""
+    """The AMQP field type RabbitMQ names: the wire type a value came with; a plain
+    int gets the width most clients pick."""
+    wire = getattr(value, "type_name", None)
+    if wire is not None:
+        return str(wire)
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):

@@ -8,6 +8,8 @@ frozen (sorted tuples) so a Binding is hashable and compares by value.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -16,19 +18,52 @@ FrozenValue = Any
 FrozenTable = tuple[tuple[str, FrozenValue], ...]
 
 
-def freeze(value: Any) -> FrozenValue:
-    """A hashable, order-insensitive (for tables) copy of a field value.
+def field_type(value: Any) -> str:
+    """RabbitMQ's type for a field value: the wire type it came with (numbers
+    read by queues.fieldtable carry a `type_name`), else the type RabbitMQ
+    gives such a value when it writes one itself (an int is a long, a float a
+    double), which is also how the store writes it, so a binding made here
+    compares equal to itself after a restart."""
+    wire = getattr(value, "type_name", None)
+    if wire is not None:
+        return str(wire)
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, (str, bytes)):  # bytes: a long string that is not UTF-8
+        return "longstr"
+    if isinstance(value, (bytearray, memoryview)):
+        return "binary"
+    if isinstance(value, decimal.Decimal):
+        return "decimal"
+    if isinstance(value, datetime.datetime):
+        return "timestamp"
+    if isinstance(value, Mapping):
+        return "table"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if value is None:
+        return "void"
+    return type(value).__name__
 
-    Values are tagged with their type name, so 1, True and 1.0 stay distinct:
-    RabbitMQ compares binding arguments with their types.
+
+def freeze(value: Any) -> FrozenValue:
+    """A hashable copy of a field value, tagged with its field type.
+
+    RabbitMQ identifies a binding by its arguments as Erlang terms: the top
+    level sorted by key, every value with its type (signedint 1, byte 1,
+    double 1.0 and bool true all differ), nested tables in wire order.
     """
     if isinstance(value, Mapping):
-        return ("table", freeze_table(value))
+        return ("table", tuple((str(k), freeze(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return ("array", tuple(freeze(v) for v in value))
-    if isinstance(value, bytearray):
-        return ("bytes", bytes(value))
-    return (type(value).__name__, value)
+    if isinstance(value, (bytearray, memoryview)):
+        return ("binary", bytes(value))
+    return (field_type(value), value)
 
 
 def freeze_table(table: Mapping[str, Any] | None) -> FrozenTable:
@@ -40,9 +75,11 @@ def freeze_table(table: Mapping[str, Any] | None) -> FrozenTable:
 def thaw(value: FrozenValue) -> Any:
     tag, inner = value
     if tag == "table":
-        return thaw_table(inner)
+        return {k: thaw(v) for k, v in inner}
     if tag == "array":
         return [thaw(v) for v in inner]
+    if tag == "binary":
+        return bytearray(inner)
     return inner
 
 

@@ -44,8 +44,9 @@ def _header_keys(value: Any, name: str) -> tuple[str, ...]:
         )
     keys = []
     for item in value:
-        if isinstance(item, (bytes, bytearray)):
-            item = bytes(item).decode("utf-8", "replace")
+        # Long strings only (rabbit_basic:header_routes): a byte array is no key.
+        if isinstance(item, bytes):  # a long string that is not UTF-8
+            item = item.decode("utf-8", "surrogateescape")
         if isinstance(item, str):
             keys.append(item)
     return tuple(keys)

@@ -66,7 +66,11 @@ EQUIVALENCE_CHECKED = TYPE_ARGUMENTS["classic"]
 
 
 def type_name(value: Any) -> str:
-    """RabbitMQ's name for the wire type a pamqp client would send `value` as."""
+    """RabbitMQ's name for a value's wire type: the one it came with from a client,
+    else the one a pamqp client would send `value` as."""
+    wire = getattr(value, "type_name", None)
+    if wire is not None:
+        return str(wire)
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -83,6 +87,8 @@ def type_name(value: Any) -> str:
         return "decimal"
     if isinstance(value, (str, bytes)):
         return "longstr"
+    if isinstance(value, bytearray):
+        return "binary"
     if isinstance(value, Mapping):
         return "table"
     if isinstance(value, (list, tuple)):
@@ -92,16 +98,26 @@ def type_name(value: Any) -> str:
     return "timestamp"
 
 
+_TYPE_CLASSES = {
+    **dict.fromkeys(
+        ("byte", "unsignedbyte", "short", "unsignedshort", "signedint", "unsignedint", "long"), "int"
+    ),
+    "float": "float", "double": "float",
+    "binary": "longstr",  # a byte array redeclares a long string's value (3.10 as observed)
+}
+
+
 def type_class(value: Any) -> str:
+    """The class RabbitMQ compares argument types by: widths of one kind are equal."""
     name = type_name(value)
-    return "int" if name in ("byte", "short", "signedint", "long") else name
+    return _TYPE_CLASSES.get(name, name)
 
 
 def describe(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
     return str(value)
 
 

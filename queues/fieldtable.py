@@ -21,6 +21,10 @@ Values by tag in the typed view:
   b B s u I i l L T: int (T is seconds since the epoch, unsigned)
   f d: float (finite)       D: Decimal, exponent = -scale, unsigned 32-bit digits
   S x: bytes                A: tuple[Field, ...]      F: TypedTable      V: None
+In the plain view integers and floats are `WireInt`/`WireFloat` subclasses
+that remember their tag: equal to (and hashed as) the number, they let error
+texts name the type the client sent and let comparisons that include the type
+(binding identity, values inside arrays and tables) see it, as RabbitMQ does.
 Field names are str; bytes that are not UTF-8 are kept as lone surrogates
 (surrogateescape) so they re-encode unchanged. Plain dicts keep the FIRST entry
 for a repeated name, as RabbitMQ's lookups (lists:keysearch) do.
@@ -34,7 +38,7 @@ import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 
 class FieldTableError(ValueError):
@@ -64,6 +68,87 @@ _U32 = struct.Struct(">I")
 _DECIMAL = struct.Struct(">BI")
 _BOOL, _D, _S, _X, _A, _F, _V, _TIMESTAMP = (ord(c) for c in "tDSxAFVT")
 _FLOAT_CODES: Final = frozenset((ord("f"), ord("d")))
+
+
+class WireInt(int):
+    """An integer read from a field table, with its wire tag and RabbitMQ's type name."""
+
+    __slots__ = ()
+    tag: ClassVar[str] = "l"
+    type_name: ClassVar[str] = "long"
+
+
+class WireFloat(float):
+    """A float read from a field table, with its wire tag and RabbitMQ's type name."""
+
+    __slots__ = ()
+    tag: ClassVar[str] = "d"
+    type_name: ClassVar[str] = "double"
+
+
+# One class per tag, named as RabbitMQ names the type (rabbit_binary_parser).
+class Byte(WireInt):
+    __slots__ = ()
+    tag, type_name = "b", "byte"
+
+
+class UnsignedByte(WireInt):
+    __slots__ = ()
+    tag, type_name = "B", "unsignedbyte"
+
+
+class Short(WireInt):
+    __slots__ = ()
+    tag, type_name = "s", "short"
+
+
+class UnsignedShort(WireInt):
+    __slots__ = ()
+    tag, type_name = "u", "unsignedshort"
+
+
+class SignedInt(WireInt):
+    __slots__ = ()
+    tag, type_name = "I", "signedint"
+
+
+class UnsignedInt(WireInt):
+    __slots__ = ()
+    tag, type_name = "i", "unsignedint"
+
+
+class Long(WireInt):
+    __slots__ = ()
+
+
+class LongL(WireInt):
+    """'L': RabbitMQ reads it as a signed long, like 'l'."""
+
+    __slots__ = ()
+    tag = "L"
+
+
+class Timestamp(WireInt):
+    """A timestamp no datetime can hold (the plain view's datetime otherwise)."""
+
+    __slots__ = ()
+    tag, type_name = "T", "timestamp"
+
+
+class Float(WireFloat):
+    __slots__ = ()
+    tag, type_name = "f", "float"
+
+
+class Double(WireFloat):
+    __slots__ = ()
+
+
+WIRE_NUMBERS: Final[dict[int, type[WireInt] | type[WireFloat]]] = {
+    ord(cls.tag): cls
+    for cls in (Byte, UnsignedByte, Short, UnsignedShort, SignedInt, UnsignedInt, Long, LongL,
+                Timestamp, Float, Double)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +369,7 @@ def _plain_value(data: bytes, pos: int, end: int) -> tuple[Any, int]:
                 raise FieldTableError(f"non-finite {chr(code)!r} value at offset {pos}")
         elif code == _TIMESTAMP:
             return timestamp_to_datetime(value), stop
-        return value, stop
+        return WIRE_NUMBERS[code](value), stop
     if code == _F or code == _A:
         start = pos + 5
         if start > end:
@@ -335,6 +420,9 @@ def _plain_scalar(field: Field) -> Any:
         return bool(field.value)
     if tag == "T":
         return timestamp_to_datetime(field.value)
+    number = WIRE_NUMBERS.get(ord(tag))
+    if number is not None and not isinstance(field.value, bool):
+        return number(field.value)
     return field.value
 
 
@@ -347,17 +435,20 @@ def timestamp_to_datetime(seconds: int) -> datetime.datetime | int:
     try:
         return datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
     except (OverflowError, OSError, ValueError):
-        return seconds
+        return Timestamp(seconds)
 
 
 def field_from_plain(value: Any) -> Field:
-    """The typed field RabbitMQ writes for a plain value: int as `l`, str `S`,
+    """The typed field RabbitMQ writes for a plain value: a WireInt or WireFloat
+    as its own tag, another int as `l`, str `S`,
     bool `t`, float `d`, Decimal `D`, datetime `T`, bytes `x`, dict `F`,
     list/tuple `A`, None `V`. Fields and TypedTables pass through."""
     if isinstance(value, Field):
         return value
     if isinstance(value, bool):
         return Field("t", value)
+    if isinstance(value, (WireInt, WireFloat)):
+        return Field(value.tag, int(value) if isinstance(value, int) else float(value))
     if isinstance(value, int):
         return Field("l", value)
     if isinstance(value, str):

@@ -3,7 +3,7 @@
 Python values lose the field type (pamqp picks integer widths for us), yet
 RabbitMQ compares some of them by type. A `Field` carries the exact tag and
 payload, so a case is the same bytes for the reference broker (through a
-patched pika encoder) and for leveret (through pamqp's decoder).
+patched pika encoder) and for leveret (through its frontend's decoder).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pamqp import decode
+
+from queues.fieldtable import read_table_plain
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,18 @@ def A(*items: Field) -> Field:
 
 
 def decoded(entries: dict[str, Field]) -> dict[str, Any]:
-    """The table as leveret's frontend sees it: pamqp's decoding of the same bytes."""
+    """The table as leveret's frontend sees it: queues.fieldtable's plain view
+    of the same bytes (pamqp's values, numbers knowing their wire type)."""
     data = table_bytes(entries)
-    consumed, table = decode.field_table(data)
+    table, consumed = read_table_plain(data, 0)
     assert consumed == len(data)
-    return dict(table)
+    assert table == dict(decode.field_table(data)[1]) or _has_decimal(entries)
+    return table
+
+
+def _has_decimal(entries: dict[str, Field]) -> bool:
+    # pamqp reads decimal digits signed, RabbitMQ (and leveret) unsigned.
+    return any(b"D" in field.wire for field in entries.values())
 
 
 def decoded_value(field: Field) -> Any:

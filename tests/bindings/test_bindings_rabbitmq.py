@@ -1,14 +1,17 @@
-"""Differential tests: the golden tables replayed against the reference RabbitMQ.
+"""Differential tests: the golden tables replayed over the wire, on the
+reference RabbitMQ and on a leveret server, and in-process on leveret's indexes.
 
 Every binding and message goes to the broker as the exact field bytes of the
-table (pika's encoder is taught `Field`), and leveret sees pamqp's decoding
-of the same bytes. A row must route on RabbitMQ as recorded, and leveret
-must agree with RabbitMQ except on the rows that record a known difference.
-Skips when nothing listens on 127.0.0.1:5672.
+table (pika's encoder is taught `Field`); the in-process checks see the
+frontend decoder's reading of the same bytes. A row must route on each broker
+as recorded for RabbitMQ, and leveret's indexes must agree except on rows that
+record a known difference. The RabbitMQ half skips when nothing listens on
+127.0.0.1:5672; the leveret half needs no reference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -33,9 +36,9 @@ pytestmark = pytest.mark.rabbitmq
 class Probe:
     """One connection, one exclusive queue; each check uses a fresh exchange."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str, port: int) -> None:
         self.connection = pika.BlockingConnection(
-            pika.ConnectionParameters(HOST, PORT, connection_attempts=1, socket_timeout=5)
+            pika.ConnectionParameters(host, port, connection_attempts=1, socket_timeout=5)
         )
         self.channel = self._open_channel()
         self.queue = f"leveret-test-{uuid.uuid4().hex}"
@@ -81,10 +84,32 @@ class Probe:
         self.connection.close()
 
 
-@pytest.fixture(scope="module")
-def rabbitmq() -> Iterator[Probe]:
-    if not reachable():
-        pytest.skip(f"reference RabbitMQ not reachable on {HOST}:{PORT}")
+@pytest.fixture(scope="module", params=["rabbitmq", "leveret"])
+def broker(request: pytest.FixtureRequest) -> Iterator[Probe]:
+    """A probe on the reference RabbitMQ, then on a leveret on a free port."""
+    if request.param == "rabbitmq":
+        if not reachable():
+            pytest.skip(f"reference RabbitMQ not reachable on {HOST}:{PORT}")
+        with _typed_pika():
+            probe = Probe(HOST, PORT)
+            try:
+                yield probe
+            finally:
+                probe.close()
+        return
+    from amqp_wire.server import ServerThread
+
+    with ServerThread() as server, _typed_pika():
+        probe = Probe(server.host, server.port)
+        try:
+            yield probe
+        finally:
+            probe.close()
+
+
+@contextlib.contextmanager
+def _typed_pika() -> Iterator[None]:
+    """pika's encoder, taught to send a Field's exact bytes."""
     original = pika_data.encode_value
 
     def encode_value(pieces: list[bytes], value: Any) -> int:
@@ -95,19 +120,15 @@ def rabbitmq() -> Iterator[Probe]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pika_data, "encode_value", encode_value)
-        probe = Probe()
-        try:
-            yield probe
-        finally:
-            probe.close()
+        yield
 
 
 QUEUE = Destination.queue("q")
 
 
 @pytest.mark.parametrize(("pattern", "key", "matched"), TOPIC)
-def test_topic_against_rabbitmq(rabbitmq: Probe, pattern: str, key: str, matched: bool) -> None:
-    observed = rabbitmq.routed("topic", pattern, None, key, None)
+def test_topic_over_the_wire(broker: Probe, pattern: str, key: str, matched: bool) -> None:
+    observed = broker.routed("topic", pattern, None, key, None)
     trie = TopicTrie()
     trie.add(Binding.make("x", QUEUE, pattern))
     assert observed is matched
@@ -117,8 +138,8 @@ def test_topic_against_rabbitmq(rabbitmq: Probe, pattern: str, key: str, matched
 @pytest.mark.parametrize(
     "case", HEADERS, ids=[f"{label(c.arguments)}~{label(c.headers)}" for c in HEADERS]
 )
-def test_headers_against_rabbitmq(rabbitmq: Probe, case: HeadersCase) -> None:
-    observed = rabbitmq.routed("headers", "", case.arguments, "", case.headers)
+def test_headers_over_the_wire(broker: Probe, case: HeadersCase) -> None:
+    observed = broker.routed("headers", "", case.arguments, "", case.headers)
     index = HeadersIndex()
     index.add(Binding.make("x", QUEUE, "", decoded(case.arguments)))
     ours = index.match("", decoded(case.headers)) == [QUEUE]
@@ -130,9 +151,9 @@ def test_headers_against_rabbitmq(rabbitmq: Probe, case: HeadersCase) -> None:
 
 
 @pytest.mark.parametrize("case", X_MATCH_ERRORS, ids=[repr(c.value) for c in X_MATCH_ERRORS])
-def test_x_match_refusal_against_rabbitmq(rabbitmq: Probe, case: XMatchCase) -> None:
+def test_x_match_refusal_over_the_wire(broker: Probe, case: XMatchCase) -> None:
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
-        rabbitmq.routed("headers", "", {"x-match": case.value}, "", None)
+        broker.routed("headers", "", {"x-match": case.value}, "", None)
     index = HeadersIndex()
     with pytest.raises(exceptions.AMQPPreconditionFailed) as ours:
         index.add(Binding.make("x", QUEUE, "", {"x-match": decoded_value(case.value)}))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pamqp.commands import Basic
 
-from bindings.model import Destination
+from bindings.model import Destination, freeze_table
 from exchanges.broker import Broker
 from exchanges.router import publish_routing_keys
 from exchanges.vhost import VirtualHost
@@ -113,11 +113,14 @@ def test_durable_topology_survives_a_crash_and_transient_topology_does_not(node:
     assert v.queues["billing"].arguments == {"x-max-length": 10, "x-dead-letter-exchange": "dlx"}
     bindings = {(b.source, b.destination, b.binding_key, b.arguments) for b in v.bindings()}
     assert bindings == {
-        ("orders", Destination.queue("billing"), "order.*", (("n", ("int", 1)), ("x-match", ("str", "all")))),
+        ("orders", Destination.queue("billing"), "order.*", freeze_table({"x-match": "all", "n": 1})),
         ("orders", Destination.exchange("unrouted"), "#", ()),
     }
     # Declaring them again as the clients do is equivalent, not a 406.
     v.declare_queue("billing", durable=True, arguments={"x-max-length": 10, "x-dead-letter-exchange": "dlx"})
+    # and binding again is a no-op, not a second binding
+    v.bind("orders", Destination.queue("billing"), "order.*", {"x-match": "all", "n": 1})
+    assert len([b for b in v.bindings() if b.destination == Destination.queue("billing")]) == 1
     node.store.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import pickle
 import struct
 from decimal import Decimal
 
@@ -16,6 +17,8 @@ from queues.fieldtable import (
     Field,
     FieldTableError,
     TypedTable,
+    WireFloat,
+    WireInt,
     decode_table,
     decode_table_plain,
     encode_field,
@@ -109,7 +112,14 @@ def test_plain_values_are_what_pamqp_gives(wire: bytes, field: Field, plain: obj
     expected = pamqp_decode.field_table(data)[1]["key"] if plain is None else plain
     assert decode_table_plain(data) == {"key": expected}
     assert to_plain(decode_table(data)) == {"key": expected}
-    assert type(decode_table_plain(data)["key"]) is type(expected)
+    value = decode_table_plain(data)["key"]
+    if isinstance(value, (WireInt, WireFloat)):
+        # pamqp's number, remembering the tag it came as
+        assert isinstance(value, type(expected)) and not isinstance(expected, bool)
+        assert value.tag == wire[:1].decode()
+        assert type(to_plain(decode_table(data))["key"]) is type(value)
+    else:
+        assert type(value) is type(expected)
 
 
 def test_whole_table_plain_view_matches_pamqp() -> None:
@@ -350,3 +360,13 @@ def test_any_bytes_either_fail_cleanly_or_round_trip(payload: bytes) -> None:
         return
     assert encode_table(decoded) == data
     assert decode_table_plain(data) == to_plain(decoded)
+
+
+@pytest.mark.parametrize("tag", list("bBsuIilLfd"))
+def test_plain_numbers_re_encode_with_the_tag_they_came_with(tag: str) -> None:
+    data = table(name(b"n") + tag.encode() + bytes(4 if tag in "Iif" else 8 if tag in "lLd" else 2 if tag in "su" else 1))
+    decoded = decode_table_plain(data)
+    assert decoded["n"] == 0
+    assert encode_table(decoded) == data, "a plain number lost its wire type"
+    assert pickle.loads(pickle.dumps(decoded)) == decoded
+    assert type(pickle.loads(pickle.dumps(decoded))["n"]) is type(decoded["n"])
