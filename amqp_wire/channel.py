@@ -58,7 +58,8 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 def _shortstr(value: str) -> bytes:
-    data = value.encode("utf-8")
+    # Surrogate escapes are a publisher's non-UTF-8 bytes: they go back as they came.
+    data = value.encode("utf-8", "surrogateescape")
     return _SHORT.pack(len(data)) + data
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from pamqp import commands, decode, exceptions
 from pamqp import frame as pamqp_frame
 
-from amqp_wire import framing
+from amqp_wire import framing, replies
 from amqp_wire.channel import Channel
 from amqp_wire.errors import closing_for, frame_snippet
 from amqp_wire.methods import decode_method
@@ -564,7 +564,7 @@ class Connection:
             return
         self.send_method(
             0,
-            commands.Connection.Close(
+            replies.ConnectionClose(
                 reply_code=closing.reply_code, reply_text=closing.reply_text,
                 class_id=class_id, method_id=method_id,
             ),
@@ -596,7 +596,7 @@ class Connection:
         self.closing_channels.add(channel)
         self.send_method(
             channel,
-            commands.Channel.Close(
+            replies.ChannelClose(
                 reply_code=closing.reply_code, reply_text=closing.reply_text,
                 class_id=class_id, method_id=method_id,
             ),

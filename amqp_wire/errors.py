@@ -20,11 +20,12 @@ def reply_text(name: str, explanation: str) -> str:
     """RabbitMQ's "NAME - explanation"; past the 255 bytes a shortstr holds, its first
     252 bytes and "..." (rabbit_binary_generator:amqp_exception_explanation)."""
     text = f"{name.replace('-', '_')} - {explanation}"
-    # Names that were not UTF-8 arrive with surrogate escapes; the frame needs UTF-8.
-    encoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
-    text = encoded.decode("utf-8")
+    # Bytes that were not UTF-8 (a published exchange name) are surrogate escapes
+    # here; they go out raw, as RabbitMQ sends them, and so does a character the
+    # cut splits: RabbitMQ cuts bytes.
+    encoded = text.encode("utf-8", "surrogateescape")
     if len(encoded) > MAX_REPLY_TEXT:
-        text = encoded[:MAX_REPLY_TEXT - 3].decode("utf-8", "ignore") + "..."
+        text = (encoded[:MAX_REPLY_TEXT - 3] + b"...").decode("utf-8", "surrogateescape")
     return text
 
 

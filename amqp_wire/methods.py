@@ -8,6 +8,10 @@ microseconds per frame.
 Argument tables (declare, bind, consume) are read again with
 queues.fieldtable, whose numbers keep their wire type: RabbitMQ names that
 type in its error texts and compares binding arguments with it.
+
+Short strings must be UTF-8 ("Malformed UTF-8 in shortstr", 501), except in
+basic.publish: RabbitMQ 3.10 takes its exchange and routing key as bytes, so
+they are kept with surrogate escapes and go back out unchanged.
 """
 
 from __future__ import annotations
@@ -64,10 +68,10 @@ def decode_publish(payload: bytes) -> Publish:
         # ticket (short, reserved), exchange, routing key, then the mandatory/immediate bits
         position = 6
         end = position + 1 + payload[position]
-        exchange = payload[position + 1 : end].decode("utf-8")
+        exchange = payload[position + 1 : end].decode("utf-8", "surrogateescape")
         position = end
         end = position + 1 + payload[position]
-        routing_key = payload[position + 1 : end].decode("utf-8")
+        routing_key = payload[position + 1 : end].decode("utf-8", "surrogateescape")
         bits = payload[end]
         if end + 1 != len(payload):
             raise ValueError("trailing bytes")
@@ -99,6 +103,9 @@ def decode_method(payload: bytes) -> Any:
         if layout is not None:
             method.arguments = _arguments(payload, *layout)
     except Exception as error:
+        if isinstance(error, UnicodeDecodeError) or isinstance(error.__cause__, UnicodeDecodeError):
+            # RabbitMQ's parser fails before it knows the method: class and method 0.
+            raise exceptions.AMQPFrameError("Malformed UTF-8 in shortstr") from error
         raise _cannot_decode(payload) from error
     return method
 

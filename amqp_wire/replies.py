@@ -9,7 +9,17 @@ the connection with 541). The wire format is pamqp's, unchanged.
 
 from __future__ import annotations
 
+import struct
+
 from pamqp import commands
+
+_SHORT = struct.Struct(">B")
+
+
+def _shortstr(value: str) -> bytes:
+    # A published exchange or routing key may hold a client's non-UTF-8 bytes.
+    data = value.encode("utf-8", "surrogateescape")
+    return _SHORT.pack(len(data)) + data
 
 
 class QueueDeclareOk(commands.Queue.DeclareOk):
@@ -21,7 +31,46 @@ class BasicGetOk(commands.Basic.GetOk):
     def validate(self) -> None:
         return None
 
+    def marshal(self) -> bytes:
+        return b"".join((
+            struct.pack(">QB", self.delivery_tag, 1 if self.redelivered else 0),
+            _shortstr(self.exchange or ""), _shortstr(self.routing_key or ""),
+            struct.pack(">I", self.message_count or 0),
+        ))
+
 
 class BasicReturn(commands.Basic.Return):
     def validate(self) -> None:
         return None
+
+    def marshal(self) -> bytes:
+        return b"".join((
+            struct.pack(">H", self.reply_code), _shortstr(self.reply_text or ""),
+            _shortstr(self.exchange or ""), _shortstr(self.routing_key or ""),
+        ))
+
+
+class ConnectionClose(commands.Connection.Close):
+    """A close whose reply text may carry a name's raw bytes (errors.reply_text)."""
+
+    def validate(self) -> None:
+        return None
+
+    def marshal(self) -> bytes:
+        return b"".join((
+            struct.pack(">H", self.reply_code), _shortstr(self.reply_text or ""),
+            struct.pack(">HH", self.class_id or 0, self.method_id or 0),
+        ))
+
+
+class ChannelClose(commands.Channel.Close):
+    """A close whose reply text may carry a name's raw bytes (errors.reply_text)."""
+
+    def validate(self) -> None:
+        return None
+
+    def marshal(self) -> bytes:
+        return b"".join((
+            struct.pack(">H", self.reply_code), _shortstr(self.reply_text or ""),
+            struct.pack(">HH", self.class_id or 0, self.method_id or 0),
+        ))
