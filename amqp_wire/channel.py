@@ -22,7 +22,7 @@ import base64
 import os
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands, exceptions
@@ -67,7 +67,7 @@ class ChannelConsumer:
     """A basic.consume subscription; the queue delivers to it while it has credit."""
 
     __slots__ = ("channel", "consumer_tag", "wire_tag", "queue", "no_ack", "priority", "prefetch", "unacked",
-                 "exclusive")
+                 "exclusive", "leaving")
 
     def __init__(self, channel: Channel, consumer_tag: str, queue: Queue, no_ack: bool,
                  priority: int, prefetch: int, exclusive: bool) -> None:
@@ -80,6 +80,7 @@ class ChannelConsumer:
         self.prefetch = prefetch
         self.unacked = 0
         self.exclusive = exclusive
+        self.leaving = False  # cancelled while holding unacked messages
 
     def has_credit(self) -> bool:
         if self.channel.connection.output_blocked:
@@ -275,11 +276,17 @@ class Channel:
     def release(self) -> None:
         """The channel is closing: cancel its consumers and requeue what it holds."""
         now = self.now()
+        self._restore_tx_settled()
+        # As RabbitMQ: the unacked return to their places before another consumer
+        # (the next single active one) takes over, so it gets them first. The
+        # consumers leave their queues before the requeue delivers, so none of it
+        # comes back here; the cancels after it do the rest (auto-delete, handover).
+        for consumer in self.consumers.values():
+            consumer.queue.remove_consumer(consumer, now)
+        self._requeue_all(now)
         for consumer in list(self.consumers.values()):
             self._drop_consumer(consumer, now)
         self.consumers.clear()
-        self._restore_tx_settled()
-        self._requeue_all(now)
         if self.reply_to_token is not None:
             self.connection.broker.direct_reply_to.pop(self.reply_to_token, None)
             self.reply_to_token = None
@@ -296,21 +303,32 @@ class Channel:
         self._handlers = {}
         self.held_replies = None
 
-    def _drop_consumer(self, consumer: ChannelConsumer, now: int) -> None:
+    def _drop_consumer(self, consumer: ChannelConsumer, now: int, holding: bool = False) -> None:
         self.vhost.forget_observer(consumer.queue, consumer)
         if consumer.queue.deleted:
             return
-        self.vhost.cancel(consumer.queue, consumer, now)
+        self.vhost.cancel(consumer.queue, consumer, now, holding)
+
+    def _hand_over(self, settled: Iterable[ChannelConsumer | None], now: int) -> None:
+        """After settling: a cancelled consumer with nothing left unacked lets the
+        next single active consumer take over (Queue.remove_consumer)."""
+        for consumer in settled:
+            if consumer is not None and consumer.leaving and not consumer.unacked:
+                consumer.leaving = False
+                self.vhost.handover(consumer.queue, now)
 
     def _requeue_all(self, now: int) -> None:
         by_queue: dict[Queue, list[Entry]] = {}
+        settled = []
         for queue, entry, consumer in self.unacked.values():
             by_queue.setdefault(queue, []).append(entry)
             if consumer is not None:
                 consumer.unacked -= 1
+                settled.append(consumer)
         self.unacked.clear()
         for queue, entries in by_queue.items():
             self.vhost.requeue(queue, entries, now)
+        self._hand_over(settled, now)
 
     # ------------------------------------------------------------ exchange
     def _exchange_declare(self, method: commands.Exchange.Declare) -> None:
@@ -398,12 +416,16 @@ class Channel:
     def _basic_qos(self, method: _BASIC.Qos) -> None:
         if method.prefetch_size:
             raise exceptions.AMQPNotImplemented(f"prefetch_size!=0 ({method.prefetch_size})")
+        lifted = False
         if method.global_:
             self.global_prefetch = method.prefetch_count
         else:
             self.consumer_prefetch = method.prefetch_count
+            # RabbitMQ (rabbit_channel, unlimit_prefetch): a per-consumer qos
+            # lifts an earlier channel-wide limit.
+            lifted, self.global_prefetch = bool(self.global_prefetch), 0
         self.send(_BASIC.QosOk())
-        if method.global_:
+        if method.global_ or lifted:
             self._dispatch_consumed_queues()
 
     def _basic_consume(self, method: _BASIC.Consume) -> None:
@@ -445,7 +467,8 @@ class Channel:
             self.reply_to_token = None
         consumer = self.consumers.pop(method.consumer_tag or "", None)
         if consumer is not None:
-            self._drop_consumer(consumer, self.now())
+            consumer.leaving = consumer.unacked > 0
+            self._drop_consumer(consumer, self.now(), holding=consumer.leaving)
         if not method.nowait:
             self.send(_BASIC.CancelOk(consumer_tag=method.consumer_tag))
 
@@ -672,6 +695,7 @@ class Channel:
                 self.vhost.requeue(queue, entries, now)
             else:
                 self.vhost.reject(queue, entries, now)
+        self._hand_over((consumer for _, _, _, consumer in taken), now)
         # Freed credit is used once per read, not once per ack frame.
         self.connection.dispatch_later(self)
 
@@ -693,9 +717,11 @@ class Channel:
         if item is None:
             raise exceptions.AMQPPreconditionFailed(f"unknown delivery tag {method.delivery_tag}")
         queue, entry, consumer = item
+        self.vhost.ack(queue, [entry])
         if consumer is not None:
             consumer.unacked -= 1
-        self.vhost.ack(queue, [entry])
+            if consumer.leaving and not consumer.unacked:
+                self._hand_over((consumer,), self.now())
         self.connection.dispatch_later(self)
 
     def _basic_nack(self, method: _BASIC.Nack) -> None:

@@ -416,7 +416,9 @@ class Connection:
                 )
             method = decode_method(payload)
             if not isinstance(method, commands.Channel.Open):
-                raise exceptions.AMQPChannelError("expected 'channel.open'")
+                failure = exceptions.AMQPChannelError("expected 'channel.open'")
+                failure.method_ids = (method.index >> 16, method.index & 0xFFFF)  # type: ignore[attr-defined]
+                raise failure
             if len(self.channels) + len(self.closing_channels) >= self.channel_max:
                 # RabbitMQ limits how many channels are open, not their numbers.
                 count = len(self.channels) + len(self.closing_channels)

@@ -614,7 +614,10 @@ class VirtualHost:
         observer: QueueObserver | None, now_ms: int, dispatch: bool = True,
     ) -> Queue:
         queue = self.queue(queue_name, owner)
-        if queue.exclusive_consumer is not None or (exclusive and queue.consumers):
+        # A single-active-consumer queue never takes an exclusive consumer (3.10 as observed).
+        if queue.exclusive_consumer is not None or (
+            exclusive and (queue.consumers or queue.args.single_active_consumer)
+        ):
             raise exceptions.AMQPAccessRefused(f"queue '{queue_name}' in vhost '{self.name}' in exclusive use")
         queue.add_consumer(consumer, exclusive, now_ms)
         if observer is not None:
@@ -623,13 +626,21 @@ class VirtualHost:
             self.dispatch(queue, now_ms)
         return queue
 
-    def cancel(self, queue: Queue, consumer: Consumer, now_ms: int) -> None:
-        queue.remove_consumer(consumer, now_ms)
+    def cancel(self, queue: Queue, consumer: Consumer, now_ms: int, holding: bool = False) -> None:
+        """`holding`: the consumer leaves unacked messages behind (Queue.remove_consumer)."""
+        queue.remove_consumer(consumer, now_ms, holding)
         if queue.auto_delete and not queue.consumers and queue.had_consumers:
             self._remove_queue(queue, "auto_delete")
         elif queue.consumers and not queue.deleted:
             # With a single active consumer the next one takes over now.
             self.dispatch(queue, now_ms)
+
+    def handover(self, queue: Queue, now_ms: int) -> None:
+        """A cancelled single active consumer's messages are all settled: the next takes over."""
+        if queue.handover_pending:
+            queue.handover_pending = False
+            if not queue.deleted:
+                self.dispatch(queue, now_ms)
 
     def forget_observer(self, queue: Queue, observer: QueueObserver) -> None:
         observers = self.observers.get(queue)

@@ -179,6 +179,9 @@ class Queue:
         self._seq = 0
         self.consumers: list[Consumer] = []
         self.exclusive_consumer: Consumer | None = None
+        # Single active consumer: the active one was cancelled holding unacked
+        # messages, and the next takes over once they are settled (see handover).
+        self.handover_pending = False
         self.flow_waiters: set[FlowWaiter] = set()
         self.had_consumers = False
         self.last_used_ms = now_ms
@@ -353,6 +356,8 @@ class Queue:
         """The consumer to deliver to: highest priority with credit, round-robin within it."""
         consumers = self.consumers
         if self.args.single_active_consumer:
+            if self.handover_pending:
+                return None
             return consumers[0] if consumers and consumers[0].has_credit() else None
         for consumer in consumers:
             if consumer.has_credit():
@@ -526,10 +531,18 @@ class Queue:
         if exclusive:
             self.exclusive_consumer = consumer
         self.had_consumers = True
+        self.handover_pending = False  # RabbitMQ re-elects on a new consumer (observed)
 
-    def remove_consumer(self, consumer: Consumer, now_ms: int) -> None:
+    def remove_consumer(self, consumer: Consumer, now_ms: int, holding: bool = False) -> None:
+        """`holding`: the consumer still has unacked messages. If it was the single
+        active one, the next waits for `handover` (when those are settled), so a
+        redelivery never overtakes what was queued behind it: RabbitMQ 3.10 does
+        not switch either (observed), though it may then never switch at all."""
         if self.flow_waiters and len(self.consumers) <= 1:
             self.release_flow()
+        if (holding and self.args.single_active_consumer and self.consumers
+                and self.consumers[0] is consumer):
+            self.handover_pending = True
         if consumer in self.consumers:
             self.consumers.remove(consumer)
         if self.exclusive_consumer is consumer:

@@ -253,6 +253,25 @@ def test_qos_per_consumer_and_global_limits_combine(
     assert len(left2) + len(right2) == 3
 
 
+def test_a_later_per_consumer_qos_lifts_the_channel_wide_limit(
+    pika_connection: pika.BlockingConnection, names: Names
+) -> None:
+    # RabbitMQ (rabbit_channel: unlimit_prefetch): global, then per-consumer,
+    # leaves only the per-consumer limit; the other order keeps both.
+    channel = pika_connection.channel()
+    queue = names.queue("lifted")
+    channel.queue_declare(queue)
+    for i in range(12):
+        channel.basic_publish("", queue, str(i).encode())
+    channel.basic_qos(prefetch_count=3, global_qos=True)
+    channel.basic_qos(prefetch_count=1)
+    got = [collect(channel, queue)[1] for _ in range(6)]
+    pump(pika_connection, lambda: sum(map(len, got)) >= 6)
+    settle(pika_connection)
+
+    assert [len(deliveries) for deliveries in got] == [1] * 6
+
+
 def test_server_cancels_consumer_when_its_queue_is_deleted(
     pika_connection: pika.BlockingConnection, names: Names
 ) -> None:
@@ -401,6 +420,43 @@ def test_exclusive_consumer_keeps_others_out(pika_connection: pika.BlockingConne
     assert (refused.value.reply_code, refused.value.reply_text) == (
         403, f"ACCESS_REFUSED - queue '{queue}' in vhost '/' in exclusive use"
     )
+
+
+def test_a_single_active_consumer_queue_takes_no_exclusive_consumer(
+    pika_connection: pika.BlockingConnection, names: Names
+) -> None:
+    channel = pika_connection.channel()
+    queue = names.queue("sac-exclusive")
+    channel.queue_declare(queue, arguments={"x-single-active-consumer": True})
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        collect(channel, queue, exclusive=True)
+
+    assert (refused.value.reply_code, refused.value.reply_text) == (
+        403, f"ACCESS_REFUSED - queue '{queue}' in vhost '/' in exclusive use"
+    )
+
+
+def test_the_next_single_active_consumer_gets_the_returned_messages_first(
+    pika_connection: pika.BlockingConnection, names: Names
+) -> None:
+    first_channel, second_channel = pika_connection.channel(), pika_connection.channel()
+    queue = names.queue("sac-handover")
+    first_channel.queue_declare(queue, arguments={"x-single-active-consumer": True})
+    first_channel.basic_qos(prefetch_count=3)
+    _, first = collect(first_channel, queue)
+    _, second = collect(second_channel, queue)
+    for i in range(1, 6):
+        first_channel.basic_publish("", queue, str(i).encode())
+    pump(pika_connection, lambda: len(first) >= 3)
+    settle(pika_connection)
+    held = [body for _, _, body in first]
+    first_channel.close()
+    pump(pika_connection, lambda: len(second) >= 5)
+
+    assert held == [b"1", b"2", b"3"]
+    assert [(body, method.redelivered) for method, _, body in second] == [
+        (b"1", True), (b"2", True), (b"3", True), (b"4", False), (b"5", False)
+    ]
 
 
 def test_ack_of_unknown_delivery_tag_closes_the_channel(
