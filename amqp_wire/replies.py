@@ -50,27 +50,25 @@ class BasicReturn(commands.Basic.Return):
         ))
 
 
-class ConnectionClose(commands.Connection.Close):
-    """A close whose reply text may carry a name's raw bytes (errors.reply_text)."""
+def _close_payload(close: commands.Connection.Close | commands.Channel.Close) -> bytes:
+    # The reply text may carry a name's raw bytes (errors.reply_text).
+    return b"".join((
+        struct.pack(">H", close.reply_code), _shortstr(close.reply_text or ""),
+        struct.pack(">HH", close.class_id or 0, close.method_id or 0),
+    ))
 
+
+class ConnectionClose(commands.Connection.Close):
     def validate(self) -> None:
         return None
 
     def marshal(self) -> bytes:
-        return b"".join((
-            struct.pack(">H", self.reply_code), _shortstr(self.reply_text or ""),
-            struct.pack(">HH", self.class_id or 0, self.method_id or 0),
-        ))
+        return _close_payload(self)
 
 
 class ChannelClose(commands.Channel.Close):
-    """A close whose reply text may carry a name's raw bytes (errors.reply_text)."""
-
     def validate(self) -> None:
         return None
 
     def marshal(self) -> bytes:
-        return b"".join((
-            struct.pack(">H", self.reply_code), _shortstr(self.reply_text or ""),
-            struct.pack(">HH", self.class_id or 0, self.method_id or 0),
-        ))
+        return _close_payload(self)

@@ -334,28 +334,9 @@ def x_match_error(value: Any) -> str:
 def _erl_type(value: Any) -> str:
     """The AMQP field type RabbitMQ names: the wire type a value came with; a plain
     int gets the width most clients pick."""
-    wire = getattr(value, "type_name", None)
-    if wire is not None:
-        return str(wire)
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool) and not hasattr(value, "type_name"):
         return "signedint" if -(2**31) <= value < 2**31 else "long"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, decimal.Decimal):
-        return "decimal"
-    if isinstance(value, datetime.datetime):
-        return "timestamp"
-    if isinstance(value, str):
-        return "longstr"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "binary"
-    if isinstance(value, Mapping):
-        return "table"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return "void"
+    return field_type(value)
 
 
 def _erl_term(value: Any) -> str:
