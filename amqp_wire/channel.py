@@ -139,9 +139,7 @@ class Channel:
         self._received = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             commands.Channel.Close: self._channel_close,
-            commands.Channel.CloseOk: lambda m: None,
             commands.Channel.Flow: self._channel_flow,
-            commands.Channel.FlowOk: lambda m: None,
             commands.Exchange.Declare: self._exchange_declare,
             commands.Exchange.Delete: self._exchange_delete,
             commands.Exchange.Bind: self._exchange_bind,
@@ -183,11 +181,22 @@ class Channel:
             method: Any = methods.decode_publish(payload)
         elif prefix == methods.ACK_INDEX:
             method = methods.decode_ack(payload)
+        elif prefix == methods.ACCESS_REQUEST_INDEX:
+            # Old clients still ask for an access ticket (pamqp has no access class);
+            # RabbitMQ grants ticket 1.
+            self.connection.send(framing.frame(framing.FRAME_METHOD, self.number, methods.ACCESS_REQUEST_OK))
+            return
         else:
             method = methods.decode_method(payload)
         handler = self._handlers.get(type(method))
-        if handler is None:
-            raise exceptions.AMQPCommandInvalid(f"unexpected method {method.name} on channel {self.number}")
+        if handler is None:  # RabbitMQ's texts; a connection error naming the method
+            failure: exceptions.AMQPError = (
+                exceptions.AMQPChannelError("second 'channel.open' seen")
+                if isinstance(method, commands.Channel.Open)
+                else exceptions.AMQPCommandInvalid("unimplemented method")
+            )
+            failure.method_ids = (method.index >> 16, method.index & 0xFFFF)  # type: ignore[attr-defined]
+            raise failure
         try:
             handler(method)
         except exceptions.AMQPError as error:
@@ -196,13 +205,12 @@ class Channel:
 
     def _content_frame(self, frame_type: int, payload: bytes) -> None:
         if self._properties is None:
-            if frame_type != framing.FRAME_HEADER:
-                raise exceptions.AMQPUnexpectedFrame(
-                    "expected content header for class 60, got non content header frame instead"
-                )
+            # A content header with a weight is no content header to RabbitMQ.
+            if frame_type != framing.FRAME_HEADER or payload[2:4] != b"\x00\x00":
+                raise _publish_error("expected content header for class 60, got non content header frame instead")
             class_id, body_size, raw = framing.parse_content_header(payload)
             if class_id != 60:
-                raise exceptions.AMQPUnexpectedFrame(f"expected content header for class 60, got class {class_id}")
+                raise _publish_error(f"expected content header for class 60, got one for class {class_id} instead")
             try:
                 self._properties = decode_properties(raw)
             except FieldTableError:
@@ -223,9 +231,7 @@ class Channel:
                 return
         else:
             if frame_type != framing.FRAME_BODY:
-                raise exceptions.AMQPUnexpectedFrame(
-                    "expected content body, got non content body frame instead"
-                )
+                raise _publish_error("expected content body, got non content body frame instead")
             self._body.append(payload)
             self._received += len(payload)
             if self._received > self._body_size:
@@ -887,6 +893,13 @@ class Channel:
         self.connection.broker.direct_reply_to[self.reply_to_token] = (self, tag)
         if not method.nowait:
             self.send(_BASIC.ConsumeOk(consumer_tag=tag))
+
+
+def _publish_error(text: str) -> exceptions.AMQPUnexpectedFrame:
+    """505 for content that does not follow basic.publish; RabbitMQ names the publish."""
+    failure = exceptions.AMQPUnexpectedFrame(text)
+    failure.method_ids = (60, 40)  # type: ignore[attr-defined]
+    return failure
 
 
 def _quorum_delivery_count(queue: Queue | None, entry: Entry, *, basic_get: bool = False) -> int | None:

@@ -65,9 +65,15 @@ ALLOWED: dict[State, tuple[type, ...]] = {
     State.AWAIT_SECURE_OK: (commands.Connection.SecureOk,),
     State.AWAIT_TUNE_OK: (commands.Connection.TuneOk,),
     State.AWAIT_OPEN: (commands.Connection.Open,),
-    State.OPEN: (commands.Connection.Close, commands.Connection.CloseOk, commands.Connection.UpdateSecret),
+    State.OPEN: (commands.Connection.Close, commands.Connection.UpdateSecret),
     State.CLOSING: (commands.Connection.Close, commands.Connection.CloseOk),
 }
+
+# channel.open-ok with RabbitMQ's empty reserved long string (pamqp insists on "0").
+CHANNEL_OPEN_OK = b"\x00\x14\x00\x0b\x00\x00\x00\x00"
+_BEFORE_TUNE_OK = frozenset((State.AWAIT_START_OK, State.AWAIT_SECURE_OK, State.AWAIT_TUNE_OK))
+# How RabbitMQ names the states in which it answers an out-of-place method with 504.
+_PHASES = {State.AWAIT_OPEN: "opening", State.OPEN: "running"}
 
 CAPABILITIES = {
     "publisher_confirms": True,
@@ -141,6 +147,7 @@ class Connection:
         self._resources = broker.resources
         self.created_at = monotonic()
         self.closing_since: float | None = None
+        self._dropping = False  # closing without a frame (see close_with)
         # The time of the last housekeeping tick: deliveries are stamped with it
         # (coarsely, to keep the delivery path cheap) for the consumer timeout.
         self.tick_now = self.created_at
@@ -260,7 +267,7 @@ class Connection:
 
     # ------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> None:
-        if self.state is State.CLOSED or self.want_close:
+        if self.state is State.CLOSED or self.want_close or self._dropping:
             return
         self._last_received = self.monotonic()
         self.reader.feed(data)
@@ -411,9 +418,7 @@ class Connection:
         handler = self.channels.get(channel)
         if handler is None:
             if frame_type != framing.FRAME_METHOD:
-                raise exceptions.AMQPUnexpectedFrame(
-                    f"expected 'channel.open' on channel {channel}, got a content frame"
-                )
+                raise exceptions.AMQPUnexpectedFrame("expected method frame, got non method frame instead")
             method = decode_method(payload)
             if not isinstance(method, commands.Channel.Open):
                 failure = exceptions.AMQPChannelError("expected 'channel.open'")
@@ -428,7 +433,7 @@ class Connection:
             self._resources.channel_opening(self.user, self.user_limits)
             self.channels[channel] = Channel(self, channel)
             self._resources.channel_opened(self.user)
-            self.send_method(channel, commands.Channel.OpenOk())
+            self.send(framing.frame(framing.FRAME_METHOD, channel, CHANNEL_OPEN_OK))
             return
         handler.handle_frame(frame_type, payload)
 
@@ -448,6 +453,9 @@ class Connection:
         if not isinstance(method, allowed):
             if self.state is State.CLOSING:
                 return
+            phase = _PHASES.get(self.state)
+            if phase is not None:  # rabbit_reader's words, any class of method
+                raise exceptions.AMQPChannelError(f"unexpected method in connection state {phase}")
             if isinstance(method, commands.Channel.Open) or method.name.split(".")[0] != "Connection":
                 raise exceptions.AMQPCommandInvalid(f"unexpected method {_method_name(method)} on channel 0")
             raise exceptions.AMQPCommandInvalid(
@@ -460,10 +468,16 @@ class Connection:
         elif isinstance(method, commands.Connection.Open):
             self._open(method)
         elif isinstance(method, commands.Connection.Close):
-            self.close_reason = f"client closed: {method.reply_code} {method.reply_text}"
+            if self.close_reason is None:
+                self.close_reason = f"client closed: {method.reply_code} {method.reply_text}"
             self._shutdown_channels()
             self.send_method(0, commands.Connection.CloseOk())
-            self.want_close = True
+            # The client closes the socket, as with RabbitMQ, which drops it itself
+            # only after the closing timeout (and answers another close meanwhile):
+            # a client still finishing its own close must not see the socket go first.
+            self.state = State.CLOSING
+            if self.closing_since is None:
+                self.closing_since = self.monotonic()
         elif isinstance(method, commands.Connection.CloseOk):
             self.want_close = True
         elif isinstance(method, commands.Connection.UpdateSecret):
@@ -491,6 +505,12 @@ class Connection:
             ),
         )
 
+    def _drop_later(self) -> None:
+        """Read nothing more; the tick drops the socket after NORMAL_TIMEOUT."""
+        self.state = State.CLOSING
+        self.closing_since = self.monotonic()
+        self._dropping = True
+
     def _refuse_login(self, mechanism: str, loopback: str | None = None) -> None:
         if loopback is not None:
             text = f"User '{loopback}' can only connect via localhost"
@@ -499,10 +519,11 @@ class Connection:
                 f"Login was refused using authentication mechanism {mechanism}. "
                 "For details see the broker logfile."
             )
+        self.close_reason = text
         if self.capabilities.get("authentication_failure_close"):
-            self.close_with(exceptions.AMQPAccessRefused(text))
+            self.close_with(exceptions.AMQPAccessRefused(text), with_frame=True)
         else:
-            self.want_close = True  # without the capability RabbitMQ just drops the socket
+            self._drop_later()  # without the capability RabbitMQ drops the socket, 3 s on
 
     def _tune_ok(self, method: commands.Connection.TuneOk) -> None:
         settings = self.broker.settings
@@ -550,12 +571,21 @@ class Connection:
         })
 
     # ------------------------------------------------------------ closing
-    def close_with(self, error: exceptions.AMQPError, class_id: int = 0, method_id: int = 0) -> None:
-        """Send connection.close for `error` and stop taking frames."""
+    def close_with(
+        self, error: exceptions.AMQPError, class_id: int = 0, method_id: int = 0, *, with_frame: bool = False,
+    ) -> None:
+        """Send connection.close for `error` and stop taking frames.
+
+        Before tune-ok RabbitMQ sends nothing: it stops reading and drops the
+        socket NORMAL_TIMEOUT later (rabbit_reader); `with_frame` is the one
+        exception, a refused login whose client asked for a close frame."""
         if self.state in (State.CLOSING, State.CLOSED) or self.want_close:
             return
         closing = closing_for(error)
         self.close_reason = closing.reply_text
+        if self.state in _BEFORE_TUNE_OK and not with_frame:
+            self._drop_later()
+            return
         self._shutdown_channels()
         if self.resource_blocked:
             # We must read the peer's close-ok; it publishes nothing more.
@@ -743,7 +773,7 @@ def _credentials(mechanism: str, response: Any) -> tuple[str | None, str | None]
     raw = response.encode("latin-1") if isinstance(response, str) else bytes(response or b"")
     if mechanism == "PLAIN":
         parts = raw.split(b"\x00")
-        if len(parts) != 3:
+        if len(parts) != 3 or parts[0]:  # RabbitMQ takes no authorization identity
             return None, None
         return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
     if mechanism == "AMQPLAIN":

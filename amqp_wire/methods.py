@@ -27,6 +27,8 @@ from queues.fieldtable import FieldTableError, read_table_plain
 
 PUBLISH_INDEX = b"\x00\x3c\x00\x28"  # basic.publish (60, 40)
 ACK_INDEX = b"\x00\x3c\x00\x50"  # basic.ack (60, 80)
+ACCESS_REQUEST_INDEX = b"\x00\x1e\x00\x0a"  # access.request (30, 10), gone from 0-9-1
+ACCESS_REQUEST_OK = b"\x00\x1e\x00\x0b\x00\x01"  # access.request-ok, ticket 1
 _ACK = struct.Struct(">QB")
 
 

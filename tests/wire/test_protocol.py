@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
+import pytest
 from pamqp import commands, frame
 
 from amqp_wire import framing
@@ -68,11 +70,69 @@ def test_bad_password_is_403_with_rabbitmqs_text(broker: Broker) -> None:
     )
 
 
-def test_bad_password_without_capability_just_drops_the_socket(broker: Broker) -> None:
+def test_bad_password_without_capability_drops_the_socket_3_s_later(broker: Broker) -> None:
+    # RabbitMQ sends nothing, reads nothing more, and drops the socket after 3 s.
     wire = WireClient(broker)
     out = wire.handshake(password="wrong", capabilities={"authentication_failure_close": False})
     assert out == []
+    assert wire.send(0, commands.Connection.Close(reply_code=200, reply_text="", class_id=0, method_id=0)) == []
+    wire.now += 2.9
+    wire.connection.tick(wire.now)
+    assert not wire.connection.want_close, "dropped before RabbitMQ would"
+    wire.now += 0.2
+    wire.connection.tick(wire.now)
     assert wire.connection.want_close
+
+
+def before_tune_ok(broker: Broker) -> WireClient:
+    wire = WireClient(broker)
+    wire.send_raw(framing.PROTOCOL_HEADER)
+    wire.send(0, commands.Connection.StartOk(
+        client_properties={}, mechanism="PLAIN", response="\x00guest\x00guest", locale="en_US"))
+    return wire
+
+
+def test_errors_before_tune_ok_close_without_a_frame(broker: Broker) -> None:
+    wire = before_tune_ok(broker)
+    assert wire.send(0, commands.Connection.TuneOk(channel_max=0, frame_max=100, heartbeat=0)) == []
+    assert wire.send(0, commands.Connection.Open(virtual_host="/")) == [], "input after the error was read"
+    wire.now += 3.0
+    wire.connection.tick(wire.now)
+    assert wire.connection.want_close
+
+
+def test_plain_with_an_authorization_identity_is_refused(broker: Broker) -> None:
+    wire = WireClient(broker)
+    wire.send_raw(framing.PROTOCOL_HEADER)
+    out = wire.send(0, commands.Connection.StartOk(
+        client_properties={"capabilities": {"authentication_failure_close": True}}, mechanism="PLAIN",
+        response="guest\x00guest\x00guest", locale="en_US"))
+    assert connection_close(out)[0] == 403
+
+
+def test_out_of_place_connection_methods_are_504_naming_the_state(client: WireClient) -> None:
+    # rabbit_reader: "unexpected method in connection state running", with the method's ids.
+    assert connection_close(client.send(0, commands.Connection.CloseOk())) == (
+        504, "CHANNEL_ERROR - unexpected method in connection state running", 10, 51)
+
+
+def test_a_channel_method_on_channel_0_is_504(client: WireClient) -> None:
+    assert connection_close(client.send(0, Basic.Qos(prefetch_count=1))) == (
+        504, "CHANNEL_ERROR - unexpected method in connection state running", 60, 10)
+
+
+def test_a_second_open_before_connection_open_is_504_opening(broker: Broker) -> None:
+    wire = before_tune_ok(broker)
+    wire.send(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))
+    assert connection_close(wire.send(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0))) == (
+        504, "CHANNEL_ERROR - unexpected method in connection state opening", 10, 31)
+
+
+def test_channel_open_ok_carries_rabbitmqs_empty_reserved_string(broker: Broker) -> None:
+    wire = WireClient(broker)
+    wire.handshake()
+    wire.connection.receive_data(frame.marshal(commands.Channel.Open(), 1))
+    assert wire.connection.data_to_send() == framing.frame(framing.FRAME_METHOD, 1, b"\x00\x14\x00\x0b\x00\x00\x00\x00")
 
 
 def test_guest_is_refused_from_a_remote_address(broker: Broker) -> None:
@@ -411,3 +471,68 @@ def test_a_nack_flushes_the_acks_before_it(client: WireClient) -> None:
         data += frame.marshal(pamqp_body.ContentBody(b"x"), 1)
     replies = methods(client.send_raw(data))
     assert [(type(m).__name__, m.delivery_tag) for m in replies] == [("Ack", 1), ("Nack", 2), ("Nack", 3)]
+
+
+# Out-of-place frames on an open channel, as RabbitMQ 3.10 answers them (observed).
+def test_a_second_channel_open_is_504(client: WireClient) -> None:
+    assert connection_close(client.send(1, commands.Channel.Open())) == (
+        504, "CHANNEL_ERROR - second 'channel.open' seen", 20, 10)
+
+
+@pytest.mark.parametrize("method", [
+    commands.Channel.CloseOk(), commands.Channel.FlowOk(active=True), commands.Queue.DeclareOk(queue="q", message_count=0, consumer_count=0),
+])
+def test_methods_only_a_server_sends_are_503_unimplemented(client: WireClient, method: Any) -> None:
+    assert connection_close(client.send(1, method)) == (
+        503, "COMMAND_INVALID - unimplemented method", method.index >> 16, method.index & 0xFFFF)
+
+
+def test_access_request_is_granted_ticket_1(client: WireClient) -> None:
+    request = b"\x00\x1e\x00\x0a" + b"\x05/data" + b"\x1e"
+    client.connection.receive_data(framing.frame(framing.FRAME_METHOD, 1, request))
+    assert client.connection.data_to_send() == framing.frame(framing.FRAME_METHOD, 1, b"\x00\x1e\x00\x0b\x00\x01")
+
+
+def content_after_publish(client: WireClient, frame_type: int, payload: bytes) -> list:
+    data = frame.marshal(Basic.Publish(exchange="", routing_key="q"), 1)
+    return client.send_raw(data + framing.frame(frame_type, 1, payload))
+
+
+def test_a_content_header_with_a_weight_is_no_content_header(client: WireClient) -> None:
+    header = struct.pack(">HHQH", 60, 1, 1, 0)
+    assert connection_close(content_after_publish(client, framing.FRAME_HEADER, header)) == (
+        505, "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead", 60, 40)
+
+
+def test_a_content_header_of_another_class_is_505_naming_it(client: WireClient) -> None:
+    header = struct.pack(">HHQH", 50, 0, 1, 0)
+    assert connection_close(content_after_publish(client, framing.FRAME_HEADER, header)) == (
+        505, "UNEXPECTED_FRAME - expected content header for class 60, got one for class 50 instead", 60, 40)
+
+
+def test_a_method_instead_of_content_is_505_naming_the_publish(client: WireClient) -> None:
+    qos = frame.marshal(Basic.Qos(prefetch_count=1), 1)[7:-1]
+    assert connection_close(content_after_publish(client, framing.FRAME_METHOD, qos)) == (
+        505, "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead", 60, 40)
+
+
+def test_content_on_an_unopened_channel_is_505(client: WireClient) -> None:
+    header = struct.pack(">HHQH", 60, 0, 1, 0)
+    assert connection_close(client.send_raw(framing.frame(framing.FRAME_HEADER, 5, header))) == (
+        505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead", 0, 0)
+
+
+def test_after_close_ok_the_client_closes_the_socket(client: WireClient) -> None:
+    # RabbitMQ leaves the socket to the client (a client finishing its own close
+    # must not see it go first), answers another close, and drops it itself after
+    # the closing timeout: 30 s, or the heartbeat when that is shorter.
+    close = commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+    assert isinstance(methods(client.send(0, close))[0], commands.Connection.CloseOk)
+    assert not client.connection.want_close
+    assert isinstance(methods(client.send(0, close))[0], commands.Connection.CloseOk)
+    client.now += 29.9
+    client.connection.tick(client.now)
+    assert not client.connection.want_close
+    client.now += 0.2
+    client.connection.tick(client.now)
+    assert client.connection.want_close
