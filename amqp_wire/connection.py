@@ -489,7 +489,13 @@ class Connection:
         self.client_properties = dict(method.client_properties or {})
         mechanism = method.mechanism
         user, password = _credentials(mechanism, method.response)
-        if user is None or password is None or self.broker.access.authenticate(user, password) is None:
+        if user is None or password is None:
+            # An unknown mechanism or a response it cannot read: RabbitMQ sends no
+            # frame, whatever the client's capabilities (observed).
+            self.close_reason = f"cannot read a {mechanism} login"
+            self._drop_later()
+            return
+        if self.broker.access.authenticate(user, password) is None:
             self._refuse_login(mechanism)
             return
         if user in self.broker.settings.loopback_users and not _is_loopback(self.peer_host):
@@ -690,7 +696,7 @@ class Connection:
             # We are not reading: the peer's heartbeats wait in the socket (RabbitMQ
             # pauses its heartbeat monitor while a connection is blocked).
             self._last_received = now
-        elif now - self._last_received > 2 * self.heartbeat:
+        elif now - self._last_received >= 3 * self.heartbeat:  # RabbitMQ: 3 intervals (observed)
             self._shutdown_channels()
             self.state = State.CLOSED
             self._closed(f"missed heartbeats from client, timeout: {self.heartbeat}s")
@@ -734,6 +740,14 @@ class Connection:
                         "This timeout value can be configured, see consumers doc guide to learn more"
                     ), 0, 0)
                     self.on_output()
+
+    @property
+    def close_deadline(self) -> float | None:
+        """When the closing timeout drops the socket, while we wait for the peer
+        (the shell times it; `tick` checks it too)."""
+        if self.state is State.CLOSING and self.closing_since is not None and not self.want_close:
+            return self.closing_since + self._closing_timeout()
+        return None
 
     def _closing_timeout(self) -> float:
         if self.vhost is None:

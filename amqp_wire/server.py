@@ -106,6 +106,7 @@ class _WireProtocol(asyncio.Protocol):
         self._reading_paused = False
         self._flush_scheduled = False
         self._heartbeat: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------ asyncio side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -166,6 +167,9 @@ class _WireProtocol(asyncio.Protocol):
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         self.server.protocols.discard(self)
         connection, self.connection = self.connection, None
         if connection is not None:
@@ -222,7 +226,17 @@ class _WireProtocol(asyncio.Protocol):
         if connection.want_close:
             transport.close()  # sends what is buffered first
             return
+        deadline = getattr(connection, "close_deadline", None)  # optional in the protocol
+        if deadline is not None and self._close_timer is None:
+            # Closing without an answer: drop the socket on time, as RabbitMQ does
+            # (the housekeeping tick alone would be up to a tick late).
+            self._close_timer = self.loop.call_later(
+                max(0.0, deadline - time.monotonic()), self._closing_timed_out, deadline)
         self._sync_reading()
+
+    def _closing_timed_out(self, deadline: float) -> None:
+        self._close_timer = None
+        self.tick(max(time.monotonic(), deadline))  # it asks for a flush if it closes
 
     def _sync_reading(self) -> None:
         connection, transport = self.connection, self.transport

@@ -212,7 +212,7 @@ async def soak_round(port: int, round_: int, seed: int) -> tuple[dict[int, list[
     started = time.monotonic()
     await asyncio.gather(*(good_client(port, i, round_, ready, received) for i in range(GOOD)))
     took = time.monotonic() - started
-    await asyncio.sleep(max(0.0, 3.5 - took))  # a silent client's 1 s heartbeat runs out in ~2 s
+    await asyncio.sleep(max(0.0, 4.5 - took))  # a silent client's 1 s heartbeat runs out in ~3 s
     stop.set()
     await asyncio.wait(hostile, timeout=15)
     for task in hostile:
@@ -249,7 +249,7 @@ def test_soak(broker: Broker) -> None:
           f"{min(drops, default=0):.1f}-{max(drops, default=0):.1f} s; broker rss {baseline >> 20} MiB at start, "
           f"{after[0] >> 20} MiB after round 1, {after[-1] >> 20} MiB after round {ROUNDS}")
     assert lost == 0
-    assert drops and max(drops) < 4.0
+    assert drops and max(drops) < 5.0
     # Warm-up (allocator arenas, interned names) happens in round 1; later rounds must not grow
     # (closed channels used to wait for a rare full garbage collection: +2-3 MiB a round).
     assert after[-1] <= after[0] * 1.05 + (2 << 20)

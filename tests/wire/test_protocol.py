@@ -101,13 +101,23 @@ def test_errors_before_tune_ok_close_without_a_frame(broker: Broker) -> None:
     assert wire.connection.want_close
 
 
-def test_plain_with_an_authorization_identity_is_refused(broker: Broker) -> None:
+@pytest.mark.parametrize(("mechanism", "response"), [
+    ("PLAIN", "guest\x00guest\x00guest"),  # an authorization identity RabbitMQ does not take
+    ("PLAIN", "guest\x00guest"),
+    ("FOO", "\x00guest\x00guest"),
+])
+def test_a_login_that_cannot_be_read_gets_no_frame_even_with_the_capability(
+    broker: Broker, mechanism: str, response: str
+) -> None:
     wire = WireClient(broker)
     wire.send_raw(framing.PROTOCOL_HEADER)
     out = wire.send(0, commands.Connection.StartOk(
-        client_properties={"capabilities": {"authentication_failure_close": True}}, mechanism="PLAIN",
-        response="guest\x00guest\x00guest", locale="en_US"))
-    assert connection_close(out)[0] == 403
+        client_properties={"capabilities": {"authentication_failure_close": True}}, mechanism=mechanism,
+        response=response, locale="en_US"))
+    assert out == []
+    wire.now += 3.0
+    wire.connection.tick(wire.now)
+    assert wire.connection.want_close
 
 
 def test_out_of_place_connection_methods_are_504_naming_the_state(client: WireClient) -> None:
@@ -365,13 +375,17 @@ def test_confirm_after_tx_is_406(client: WireClient) -> None:
     assert (close.reply_code, close.reply_text) == (406, "PRECONDITION_FAILED - cannot switch from tx to confirm mode")
 
 
-def test_silent_peer_is_disconnected_after_two_heartbeats(broker: Broker) -> None:
+def test_silent_peer_is_disconnected_after_three_heartbeats(broker: Broker) -> None:
+    # RabbitMQ drops a silent client after 3 intervals (observed: 3.0 s at 1 s, 6.0 s at 2 s).
     wire = WireClient(broker)
     wire.handshake(heartbeat=10)
     wire.now = 6.0
     wire.connection.heartbeat_tick(wire.now)
     assert wire.connection.data_to_send() == framing.HEARTBEAT_FRAME
-    wire.now = 21.0
+    wire.now = 29.9
+    wire.connection.heartbeat_tick(wire.now)
+    assert not wire.connection.want_close
+    wire.now = 30.0
     wire.connection.heartbeat_tick(wire.now)
     assert wire.connection.want_close
 
