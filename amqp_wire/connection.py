@@ -147,7 +147,8 @@ class Connection:
         self._resources = broker.resources
         self.created_at = monotonic()
         self.closing_since: float | None = None
-        self._dropping = False  # closing without a frame (see close_with)
+        self._dropping = False  # reading nothing more while closing (see close_with)
+        self._closing_limit: float | None = None  # a closing timeout set by the error
         # The time of the last housekeeping tick: deliveries are stamped with it
         # (coarsely, to keep the delivery path cheap) for the consumer timeout.
         self.tick_now = self.created_at
@@ -293,6 +294,11 @@ class Connection:
                         handler._dispatch_consumed_queues()
         except exceptions.AMQPError as error:
             self.close_with(error, *getattr(error, "method_ids", (0, 0)))
+            if isinstance(error, exceptions.AMQPFrameError) and self.state is State.CLOSING:
+                # RabbitMQ reads nothing after a frame error, close-ok included, and
+                # drops the socket NORMAL_TIMEOUT later (observed).
+                self._dropping = True
+                self._closing_limit = NORMAL_TIMEOUT
             if self.reader.buffered:
                 # Already closing: bytes that failed to frame would fail again with
                 # every read and pile up; the peer has lost sync, stop reading it.
@@ -750,6 +756,8 @@ class Connection:
         return None
 
     def _closing_timeout(self) -> float:
+        if self._closing_limit is not None:
+            return self._closing_limit
         if self.vhost is None:
             return NORMAL_TIMEOUT
         if 0 < self.heartbeat < CLOSING_TIMEOUT:

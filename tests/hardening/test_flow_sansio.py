@@ -229,7 +229,7 @@ def test_a_peer_that_never_finishes_the_handshake_is_dropped(broker: Broker) -> 
 
 def test_a_peer_that_never_answers_our_close_is_dropped(broker: Broker) -> None:
     wire = client(broker)
-    wire.send_raw(b"\x09\x00\x00\x00\x00\x00\x00\xce")  # unknown frame type: 501, connection.close
+    wire.send(5, commands.Basic.Qos(prefetch_count=1))  # an unopened channel: 504, connection.close
     wire.now += 29.0
     wire.connection.tick(wire.now)
     waiting = wire.connection.want_close
@@ -241,10 +241,13 @@ def test_a_peer_that_never_answers_our_close_is_dropped(broker: Broker) -> None:
 
 def test_garbage_after_our_close_is_not_kept(broker: Broker) -> None:
     wire = client(broker)
-    wire.send_raw(b"\x09\x00\x00\x00\x00\x00\x00\xce")
+    wire.send_raw(b"\x09\x00\x00\x00\x00\x00\x00\xce")  # unknown frame type: 501, connection.close
     for _ in range(100):
         wire.connection.receive_data(b"\xff" * 1000)
     assert wire.connection.reader.buffered == 0
+    # After a frame error nothing more is read; the socket goes 3 s on, as with RabbitMQ.
+    wire.now += 3.0
+    wire.connection.tick(wire.now)
     assert wire.connection.want_close
 
 

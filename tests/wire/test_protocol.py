@@ -169,6 +169,12 @@ def test_bad_frame_end_is_501_frame_error(client: WireClient) -> None:
     data[-1] = 0x00
     assert connection_close(client.send_raw(bytes(data))) == (
         501, "FRAME_ERROR - type 1, all octets = <<0,50,0,10,0,0,0,4,0,0,0,0>>: {invalid_frame_end_marker,0}", 0, 0)
+    # RabbitMQ reads nothing more, close-ok included, and drops the socket 3 s later.
+    assert client.send(0, commands.Connection.CloseOk()) == []
+    assert not client.connection.want_close
+    client.now += 3.0
+    client.connection.tick(client.now)
+    assert client.connection.want_close
 
 
 def test_frame_over_frame_max_is_501(client: WireClient) -> None:
