@@ -55,6 +55,7 @@ _TAG = struct.Struct(">Q")
 _BASIC = commands.Basic
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+AWAIT_HEADER = -1  # Channel.content_expected: the content header is still to come
 
 
 def _shortstr(value: str) -> bytes:
@@ -220,7 +221,7 @@ class Channel:
             self._body_size = body_size
             limit = self.connection.broker.settings.max_message_size
             if body_size > limit:
-                self._reset_content()
+                # Closed mid-content: the body frames still to come are discarded.
                 self.connection.channel_error(
                     self.number,
                     exceptions.AMQPPreconditionFailed(
@@ -228,6 +229,7 @@ class Channel:
                     ),
                     60, 40,
                 )
+                self._reset_content()
                 return
         else:
             if frame_type != framing.FRAME_BODY:
@@ -246,6 +248,15 @@ class Channel:
                 self._publish_complete(method, properties, raw, body)
             except exceptions.AMQPError as error:
                 self.connection.channel_error(self.number, error, 60, 40)
+
+    def content_expected(self) -> int:
+        """What a pending basic.publish still waits for: AWAIT_HEADER, the body
+        bytes still to come, or 0 when none is pending."""
+        if self._publish is None:
+            return 0
+        if self._properties is None:
+            return AWAIT_HEADER
+        return max(0, self._body_size - self._received)
 
     def _reset_content(self) -> None:
         self._publish = None

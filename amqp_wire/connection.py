@@ -28,9 +28,9 @@ from pamqp import commands, decode, exceptions
 from pamqp import frame as pamqp_frame
 
 from amqp_wire import framing, replies
-from amqp_wire.channel import Channel
+from amqp_wire.channel import AWAIT_HEADER, Channel
 from amqp_wire.errors import closing_for, frame_snippet
-from amqp_wire.methods import decode_method
+from amqp_wire.methods import PUBLISH_INDEX, decode_method
 from exchanges.auth import VhostAccess
 from exchanges.broker import Broker
 from exchanges.limits import MEMORY_ALARM_REASON, NO_USER_LIMITS, NO_VHOST_LIMITS
@@ -149,11 +149,15 @@ class Connection:
         self.closing_since: float | None = None
         self._dropping = False  # reading nothing more while closing (see close_with)
         self._closing_limit: float | None = None  # a closing timeout set by the error
+        self._tuned = False
         # The time of the last housekeeping tick: deliveries are stamped with it
         # (coarsely, to keep the delivery path cheap) for the consumer timeout.
         self.tick_now = self.created_at
         self.channels: dict[int, Channel] = {}
-        self.closing_channels: set[int] = set()
+        # Channels we closed, awaiting close-ok, with the content a discarded
+        # basic.publish still has to come (Channel.content_expected): RabbitMQ
+        # discards that content, and answers content with no publish with 505.
+        self.closing_channels: dict[int, int] = {}
         # Channels whose acks freed credit during this read (insertion-ordered).
         self._dispatch_pending: dict[Channel, None] = {}
         # Channels with publisher confirms to send at the end of this read.
@@ -303,7 +307,8 @@ class Connection:
                 # Already closing: bytes that failed to frame would fail again with
                 # every read and pile up; the peer has lost sync, stop reading it.
                 self.reader = framing.FrameReader(self.frame_max)
-                self.want_close = True
+                if not self._dropping:  # (a drop already waits for its timeout)
+                    self.want_close = True
         except Exception as error:  # a bug must cost one connection, not the broker
             log.exception("internal error on connection %s", self.name)
             self.close_with(exceptions.AMQPInternalError(f"{type(error).__name__}: {error}"))
@@ -445,11 +450,19 @@ class Connection:
 
     def _handle_closing_channel(self, channel: int, frame_type: int, payload: bytes) -> None:
         """After our channel.close, only close/close-ok matter on that channel."""
+        expected = self.closing_channels[channel]
         if frame_type != framing.FRAME_METHOD:
+            if frame_type == framing.FRAME_HEADER and expected == AWAIT_HEADER:
+                self.closing_channels[channel] = framing.parse_content_header(payload)[1]
+            elif frame_type == framing.FRAME_BODY and expected > 0:
+                self.closing_channels[channel] = max(0, expected - len(payload))
+            else:
+                raise exceptions.AMQPUnexpectedFrame("expected method frame, got non method frame instead")
             return
+        self.closing_channels[channel] = AWAIT_HEADER if payload[:4] == PUBLISH_INDEX else 0
         method = decode_method(payload)
         if isinstance(method, commands.Channel.CloseOk):
-            self.closing_channels.discard(channel)
+            self.closing_channels.pop(channel, None)
         elif isinstance(method, commands.Channel.Close):
             self.send_method(channel, commands.Channel.CloseOk())
 
@@ -543,19 +556,22 @@ class Connection:
             raise exceptions.AMQPNotAllowed(
                 f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min size"
             )
-        if method.frame_max > settings.frame_max:
+        # 0 ("no limit") is over any limit the server has (rabbit_reader's
+        # validate_negotiated_integer_value): RabbitMQ refuses it too.
+        if method.frame_max == 0 or method.frame_max > settings.frame_max:
             raise exceptions.AMQPNotAllowed(
                 f"frame_max={method.frame_max} > {settings.frame_max} max size"
             )
-        if method.channel_max > settings.channel_max:
+        if method.channel_max == 0 or method.channel_max > settings.channel_max:
             raise exceptions.AMQPNotAllowed(
                 f"channel_max={method.channel_max} > {settings.channel_max} max"
             )
-        self.frame_max = method.frame_max or settings.frame_max
-        self.channel_max = method.channel_max or settings.channel_max
+        self.frame_max = method.frame_max
+        self.channel_max = method.channel_max
         self.heartbeat = method.heartbeat
         self.reader.frame_max = self.frame_max
         self.state = State.AWAIT_OPEN
+        self._tuned = True
 
     def _open(self, method: commands.Connection.Open) -> None:
         # RabbitMQ's order: the node's connection limit, the vhost's and the
@@ -637,7 +653,7 @@ class Connection:
             self._resources.channels_closed(self.user)
             handler.flush_confirms()  # publishes before the error were confirmed
             handler.release()
-        self.closing_channels.add(channel)
+        self.closing_channels[channel] = handler.content_expected() if handler is not None else 0
         self.send_method(
             channel,
             replies.ChannelClose(
@@ -758,7 +774,7 @@ class Connection:
     def _closing_timeout(self) -> float:
         if self._closing_limit is not None:
             return self._closing_limit
-        if self.vhost is None:
+        if not self._tuned:  # rabbit_reader: the short timeout only before tune-ok
             return NORMAL_TIMEOUT
         if 0 < self.heartbeat < CLOSING_TIMEOUT:
             return float(self.heartbeat)

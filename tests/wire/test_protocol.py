@@ -92,9 +92,11 @@ def before_tune_ok(broker: Broker) -> WireClient:
     return wire
 
 
-def test_errors_before_tune_ok_close_without_a_frame(broker: Broker) -> None:
+@pytest.mark.parametrize(("channel_max", "frame_max"), [(2047, 100), (0, 131072), (2047, 0), (2048, 131072)])
+def test_errors_before_tune_ok_close_without_a_frame(broker: Broker, channel_max: int, frame_max: int) -> None:
+    # 0 is no "use the server's": RabbitMQ refuses it, like any value out of range.
     wire = before_tune_ok(broker)
-    assert wire.send(0, commands.Connection.TuneOk(channel_max=0, frame_max=100, heartbeat=0)) == []
+    assert wire.send(0, commands.Connection.TuneOk(channel_max=channel_max, frame_max=frame_max, heartbeat=0)) == []
     assert wire.send(0, commands.Connection.Open(virtual_host="/")) == [], "input after the error was read"
     wire.now += 3.0
     wire.connection.tick(wire.now)
@@ -556,3 +558,34 @@ def test_after_close_ok_the_client_closes_the_socket(client: WireClient) -> None
     client.now += 0.2
     client.connection.tick(client.now)
     assert client.connection.want_close
+
+
+def test_on_a_channel_we_close_a_publish_is_discarded_but_content_alone_is_505(client: WireClient) -> None:
+    client.send(1, commands.Queue.Declare(queue="missing", passive=True))  # 404: we close channel 1
+    assert client.publish(1, "", "q", b"discarded") == [], "a whole publish on a closing channel is dropped"
+    header = struct.pack(">HHQH", 60, 0, 1, 0)
+    assert connection_close(client.send_raw(framing.frame(framing.FRAME_HEADER, 1, header))) == (
+        505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead", 0, 0)
+
+
+def test_after_tune_ok_a_refused_open_waits_the_long_closing_timeout(broker: Broker) -> None:
+    wire = WireClient(broker)
+    assert connection_close(wire.handshake(vhost="nope"))[0] == 530
+    wire.now += 29.0
+    wire.connection.tick(wire.now)
+    assert not wire.connection.want_close, "RabbitMQ still waits for close-ok after 3 s"
+    wire.now += 1.0
+    wire.connection.tick(wire.now)
+    assert wire.connection.want_close
+
+
+def test_an_oversized_start_ok_is_dropped_3_s_later_without_a_frame(broker: Broker) -> None:
+    wire = WireClient(broker)
+    wire.send_raw(framing.PROTOCOL_HEADER)
+    start_ok = commands.Connection.StartOk(
+        client_properties={"pad": "x" * 10000}, mechanism="PLAIN", response="\x00guest\x00guest", locale="en_US")
+    assert wire.send(0, start_ok) == []
+    assert not wire.connection.want_close
+    wire.now += 3.0
+    wire.connection.tick(wire.now)
+    assert wire.connection.want_close
