@@ -765,11 +765,13 @@ class Connection:
 
     @property
     def close_deadline(self) -> float | None:
-        """When the closing timeout drops the socket, while we wait for the peer
-        (the shell times it; `tick` checks it too)."""
-        if self.state is State.CLOSING and self.closing_since is not None and not self.want_close:
-            return self.closing_since + self._closing_timeout()
-        return None
+        """When a timeout drops the socket: the closing one while we wait for the
+        peer, or the handshake's (the shell times it; `tick` checks it too)."""
+        if self.want_close or self.state is State.CLOSED or self.state is State.OPEN:
+            return None
+        if self.state is State.CLOSING:
+            return None if self.closing_since is None else self.closing_since + self._closing_timeout()
+        return self.created_at + self.broker.settings.handshake_timeout
 
     def _closing_timeout(self) -> float:
         if self._closing_limit is not None:

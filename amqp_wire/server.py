@@ -107,6 +107,7 @@ class _WireProtocol(asyncio.Protocol):
         self._flush_scheduled = False
         self._heartbeat: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._close_deadline: float | None = None
 
     # ------------------------------------------------------ asyncio side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -226,17 +227,29 @@ class _WireProtocol(asyncio.Protocol):
         if connection.want_close:
             transport.close()  # sends what is buffered first
             return
-        deadline = getattr(connection, "close_deadline", None)  # optional in the protocol
-        if deadline is not None and self._close_timer is None:
-            # Closing without an answer: drop the socket on time, as RabbitMQ does
-            # (the housekeeping tick alone would be up to a tick late).
+        self._arm_close_timer()
+        self._sync_reading()
+
+    def _arm_close_timer(self) -> None:
+        """Drop the socket on the connection's deadline (handshake, or closing without
+        an answer) to the moment, as RabbitMQ does: the housekeeping tick alone
+        would be up to a tick late."""
+        deadline = getattr(self.connection, "close_deadline", None)  # optional in the protocol
+        if deadline == self._close_deadline:
+            return
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._close_deadline = deadline
+        if deadline is not None:
             self._close_timer = self.loop.call_later(
                 max(0.0, deadline - time.monotonic()), self._closing_timed_out, deadline)
-        self._sync_reading()
 
     def _closing_timed_out(self, deadline: float) -> None:
         self._close_timer = None
+        self._close_deadline = None
         self.tick(max(time.monotonic(), deadline))  # it asks for a flush if it closes
+        self._arm_close_timer()  # the state may have moved on to a deadline of its own
 
     def _sync_reading(self) -> None:
         connection, transport = self.connection, self.transport
