@@ -298,9 +298,7 @@ class Connection:
                         handler._dispatch_consumed_queues()
         except exceptions.AMQPError as error:
             self.close_with(error, *getattr(error, "method_ids", (0, 0)))
-            if isinstance(error, exceptions.AMQPFrameError) and self.state is State.CLOSING:
-                # RabbitMQ reads nothing after a frame error, close-ok included, and
-                # drops the socket NORMAL_TIMEOUT later (observed).
+            if framing.lost_sync(error) and self.state is State.CLOSING:
                 self._dropping = True
                 self._closing_limit = NORMAL_TIMEOUT
             if self.reader.buffered:

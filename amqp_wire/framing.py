@@ -71,7 +71,7 @@ class FrameReader:
             # 8 bytes of framing), though its error names frame_max - 8 as the limit.
             if frame_max and size > frame_max:
                 self._buffer = buffer[position:]
-                raise exceptions.AMQPFrameError(
+                raise _lost_sync(
                     f"{frame_snippet(frame_type, b'')}: "
                     f"{{frame_too_large,{size},{frame_max - FRAME_OVERHEAD}}}"
                 )
@@ -80,7 +80,7 @@ class FrameReader:
                 break
             if buffer[frame_end] != FRAME_END:
                 self._buffer = buffer[position:]
-                raise exceptions.AMQPFrameError(
+                raise _lost_sync(
                     f"{frame_snippet(frame_type, buffer[position + 7 : frame_end])}: "
                     f"{{invalid_frame_end_marker,{buffer[frame_end]}}}"
                 )
@@ -88,6 +88,19 @@ class FrameReader:
             position = frame_end + 1
         self._buffer = buffer[position:] if position else buffer
         return frames
+
+
+def _lost_sync(text: str) -> exceptions.AMQPFrameError:
+    """A frame error after which the stream cannot be read on (see `lost_sync`)."""
+    error = exceptions.AMQPFrameError(text)
+    error.lost_sync = True  # type: ignore[attr-defined]
+    return error
+
+
+def lost_sync(error: Exception) -> bool:
+    """Whether `error` left the frame stream unreadable: RabbitMQ then reads nothing
+    more, close-ok included, and drops the socket 3 s later (observed)."""
+    return getattr(error, "lost_sync", False)
 
 
 def frame(frame_type: int, channel: int, payload: bytes) -> bytes:

@@ -589,3 +589,12 @@ def test_an_oversized_start_ok_is_dropped_3_s_later_without_a_frame(broker: Brok
     wire.now += 3.0
     wire.connection.tick(wire.now)
     assert wire.connection.want_close
+
+
+def test_after_a_frame_error_in_a_whole_frame_close_ok_is_still_read(client: WireClient) -> None:
+    # A heartbeat with a payload is a whole frame: the stream is still in step,
+    # and RabbitMQ takes the close-ok (unlike after a bad frame end).
+    out = client.send_raw(framing.frame(framing.FRAME_HEARTBEAT, 0, b"xy"))
+    assert connection_close(out)[0] == 501
+    client.send(0, commands.Connection.CloseOk())
+    assert client.connection.want_close
