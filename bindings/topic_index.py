@@ -133,9 +133,10 @@ class TopicIndex:
         self._shape_counts: dict[Shape, int] = {}
         self._destination_counts: dict[Destination, int] = {}
         self._singles: dict[Destination, dict[Destination, None]] = {}
-        # (binding key, destination) -> tabled bindings that share them (only
-        # when two or more: they differ in their arguments).
-        self._copies: dict[tuple[str, Destination], int] = {}
+        # (shape, lookup key, destination) -> tabled bindings that share that
+        # entry (only when two or more: they differ in their arguments, or in
+        # wildcards that match alike, as '*.*.#' and '*.#.*').
+        self._copies: dict[tuple[Shape, Hashable, Destination], int] = {}
         self._changes = 0
         self._plan_after = plan_every or PLAN_MIN
         self._table_min = table_min
@@ -174,7 +175,7 @@ class TopicIndex:
             if entries is None:
                 self._trie.add(binding)
             else:
-                self._table_add(entries, key, binding)
+                self._table_add(shape, entries, key, binding)
         destination = binding.destination
         self._destination_counts[destination] = self._destination_counts.get(destination, 0) + 1
         self._changed()
@@ -185,7 +186,7 @@ class TopicIndex:
             shaped = shape_of(binding.binding_key)
             assert shaped is not None, "a tabled binding has a shape"
             shape, key = shaped
-            self._table_remove(self._tables[shape], key, binding)
+            self._table_remove(shape, self._tables[shape], key, binding)
         elif binding in self._trie:
             self._trie.remove(binding)
             shaped = shape_of(binding.binding_key)
@@ -213,7 +214,7 @@ class TopicIndex:
             single = self._singles[destination] = {destination: None}
         return single
 
-    def _table_add(self, entries: Entries, key: Hashable, binding: Binding) -> None:
+    def _table_add(self, shape: Shape, entries: Entries, key: Hashable, binding: Binding) -> None:
         # An entry with one destination holds the shared dict, one with more
         # its own, so only the latter is ever changed in place.
         self._tabled.add(binding)
@@ -222,17 +223,17 @@ class TopicIndex:
         if current is None:
             entries[key] = self._single(destination)
         elif destination in current:
-            copy = (binding.binding_key, destination)
+            copy = (shape, key, destination)
             self._copies[copy] = self._copies.get(copy, 1) + 1
         elif len(current) == 1:
             entries[key] = {**current, destination: None}
         else:
             current[destination] = None
 
-    def _table_remove(self, entries: Entries, key: Hashable, binding: Binding) -> None:
+    def _table_remove(self, shape: Shape, entries: Entries, key: Hashable, binding: Binding) -> None:
         self._tabled.discard(binding)
         destination = binding.destination
-        copy = (binding.binding_key, destination)
+        copy = (shape, key, destination)
         copies = self._copies.get(copy)
         if copies is not None:  # another binding still leads there
             if copies > 2:
@@ -268,7 +269,7 @@ class TopicIndex:
         if dropped:
             for binding in [b for b in self._tabled if _shape(b) in dropped]:
                 shape, key = _shaped(binding)
-                self._table_remove(self._tables[shape], key, binding)
+                self._table_remove(shape, self._tables[shape], key, binding)
                 self._trie.add(binding)
             for shape in dropped:
                 del self._tables[shape]
@@ -278,7 +279,7 @@ class TopicIndex:
             for binding in [b for b in self._trie if _shape(b) in added]:
                 self._trie.remove(binding)
                 shape, key = _shaped(binding)
-                self._table_add(self._tables[shape], key, binding)
+                self._table_add(shape, self._tables[shape], key, binding)
         self._whole.clear()
         longest = max((shape[0] for shape in self._tables), default=-1)
         self._probes = [[] for _ in range(longest + 1)]

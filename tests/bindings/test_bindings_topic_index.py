@@ -148,3 +148,20 @@ def test_keys_longer_than_every_table_are_probed_by_the_hash_tables() -> None:
     assert sorted(d.name for d in index.match("a.b.c", None)) == ["q1", "q2"]
     assert index.match("a.b.c.d.e.f.z", None) == [QUEUES[0]]
     assert index.match("a.b.c.d.e.f.y", None) == []
+
+
+@pytest.mark.parametrize(("first", "second", "probe"), [
+    ("*.*.#", "*.#.*", "."),
+    ("a.*.#", "a.#.*", "a.b"),
+])
+def test_keys_that_share_an_entry_keep_it_until_the_last_goes(first: str, second: str, probe: str) -> None:
+    # Different binding keys, one table entry: the wildcards match alike (found by hypothesis).
+    index = TopicIndex(table_min=1, table_cover=0, plan_every=1)
+    index.add(bind(first, QUEUES[1]))
+    index.add(bind(second, QUEUES[1]))
+    assert index.tables() == 1
+    index.remove(bind(first, QUEUES[1]))
+    assert index.match(probe, None) == [QUEUES[1]]
+    index.remove(bind(second, QUEUES[1]))
+    assert index.match(probe, None) == []
+    assert len(index) == 0
