@@ -1,5 +1,6 @@
-"""The AMQP 0-9-1 frontend: bytes in, broker calls, bytes out.
+"""The AMQP 0-9-1 codec: framing, methods, replies, errors, field tables and
+content properties.
 
-Sans-IO: `connection.Connection` takes bytes and produces bytes; asyncio lives
-in `server.py` only.
+The bottom room: sans-IO and without broker knowledge. It imports the standard
+library and pamqp only; the server (leveret.server) drives it.
 """

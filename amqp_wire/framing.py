@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from leveret.amqp_wire.errors import frame_snippet
 from pamqp import exceptions
-
-from amqp_wire.errors import frame_snippet
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2

@@ -6,7 +6,7 @@ attribute names, because pamqp's generic decoder and validation cost several
 microseconds per frame.
 
 Argument tables (declare, bind, consume) are read again with
-queues.fieldtable, whose numbers keep their wire type: RabbitMQ names that
+leveret.amqp_wire.fieldtable, whose numbers keep their wire type: RabbitMQ names that
 type in its error texts and compares binding arguments with it.
 
 Short strings must be UTF-8 ("Malformed UTF-8 in shortstr", 501), except in
@@ -19,11 +19,10 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from leveret.amqp_wire import framing
+from leveret.amqp_wire.errors import erlang_binary, frame_snippet
+from leveret.amqp_wire.fieldtable import FieldTableError, read_table_plain
 from pamqp import commands, exceptions
-
-from amqp_wire import framing
-from amqp_wire.errors import erlang_binary, frame_snippet
-from queues.fieldtable import FieldTableError, read_table_plain
 
 PUBLISH_INDEX = b"\x00\x3c\x00\x28"  # basic.publish (60, 40)
 ACK_INDEX = b"\x00\x3c\x00\x50"  # basic.ack (60, 80)

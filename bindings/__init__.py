@@ -1,4 +1,5 @@
-"""What a binding is and how binding keys match routing keys and headers.
+"""What a binding is and how binding keys match routing keys and headers:
+binding values and the indexes that match them.
 
-A leaf package: it imports the standard library and pamqp only.
+It imports the standard library and pamqp only.
 """

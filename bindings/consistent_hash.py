@@ -40,10 +40,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from leveret.bindings.headers import _erl_binary
+from leveret.bindings.model import Binding, BindingSet, Destination, Headers, RoutedMessage, Verdict
 from pamqp import exceptions
-
-from bindings.headers import _erl_binary
-from bindings.model import Binding, BindingSet, Destination, Headers, RoutedMessage, Verdict
 
 __all__ = ["ConsistentHashIndex", "HashSource", "HASH_PROPERTIES", "jump_hash", "parse_weight"]
 

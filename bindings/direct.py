@@ -9,7 +9,7 @@ no destinations left are dropped, and a lookup never inserts one.
 
 from __future__ import annotations
 
-from bindings.model import Binding, BindingSet, Destination, Headers, Verdict
+from leveret.bindings.model import Binding, BindingSet, Destination, Headers, Verdict
 
 __all__ = ["DirectIndex"]
 

@@ -7,7 +7,7 @@ the others. A destination leaves the index with its last binding.
 
 from __future__ import annotations
 
-from bindings.model import Binding, BindingSet, Destination, Headers, Verdict
+from leveret.bindings.model import Binding, BindingSet, Destination, Headers, Verdict
 
 __all__ = ["FanoutIndex"]
 

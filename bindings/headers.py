@@ -19,7 +19,7 @@ Semantics (RabbitMQ 3.10, checked against the reference broker):
   the field type included, so inside them signedint 1 is not byte 1 (pika
   sends the one, aio-pika the other), 1 is not 1.0 and a string is not a
   byte array. Numbers decoded from the wire know their type
-  (bindings.model.field_type); a plain int or float from in-process callers
+  (leveret.bindings.model.field_type); a plain int or float from in-process callers
   is a long or a double, as RabbitMQ writes them.
 
 Theory of operation. `add` parses a binding's arguments once into a `_Rule`
@@ -38,9 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pamqp import exceptions
-
-from bindings.model import (
+from leveret.bindings.model import (
     Binding,
     BindingSet,
     Destination,
@@ -50,6 +48,7 @@ from bindings.model import (
     field_type,
     thaw_table,
 )
+from pamqp import exceptions
 
 __all__ = ["HeadersIndex", "HeaderRule", "parse_rule", "x_match_error"]
 

@@ -20,7 +20,7 @@ FrozenTable = tuple[tuple[str, FrozenValue], ...]
 
 def field_type(value: Any) -> str:
     """RabbitMQ's type for a field value: the wire type it came with (numbers
-    read by queues.fieldtable carry a `type_name`), else the type RabbitMQ
+    read by leveret.amqp_wire.fieldtable carry a `type_name`), else the type RabbitMQ
     gives such a value when it writes one itself (an int is a long, a float a
     double), which is also how the store writes it, so a binding made here
     compares equal to itself after a restart."""

@@ -1,6 +1,6 @@
 """A trie of binding-key words: topic matching for any set of binding keys.
 
-The topic exchange's index (bindings.topic_index) puts the keys of its
+The topic exchange's index (leveret.bindings.topic_index) puts the keys of its
 largest shapes in tables and the rest here.
 
 Words are split on '.', empty words are real words and "" is zero words
@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bindings.model import Binding, Destination, Headers, Verdict
+from leveret.bindings.model import Binding, Destination, Headers, Verdict
 
 __all__ = ["TopicTrie", "split_words", "topic_matches"]
 

@@ -35,8 +35,8 @@ from itertools import chain
 from operator import itemgetter
 from sys import intern
 
-from bindings.model import Binding, Destination, Headers, Verdict
-from bindings.topic import TopicTrie, explain_topic, split_words
+from leveret.bindings.model import Binding, Destination, Headers, Verdict
+from leveret.bindings.topic import TopicTrie, explain_topic, split_words
 
 __all__ = ["TopicIndex", "shape_of"]
 

@@ -1,18 +1,17 @@
 """The x-consistent-hash exchange type (the rabbitmq_consistent_hash_exchange
 plugin's interface): binding key = weight; the routing key, a header
 (`hash-header`) or a property (`hash-property`) is hashed onto the weighted
-buckets (see bindings.consistent_hash)."""
+buckets (see leveret.bindings.consistent_hash)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from leveret.bindings.consistent_hash import HASH_PROPERTIES, ConsistentHashIndex, HashSource
+from leveret.exchanges.base import register
+from leveret.queues.arguments import type_name
 from pamqp import exceptions
-
-from bindings.consistent_hash import HASH_PROPERTIES, ConsistentHashIndex, HashSource
-from exchanges.base import register
-from queues.arguments import type_name
 
 
 def hash_source(arguments: Mapping[str, Any]) -> HashSource:

@@ -20,12 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from leveret.bindings.fanout import FanoutIndex
+from leveret.bindings.model import Binding, Destination, Headers, RoutedMessage, Verdict
+from leveret.exchanges.base import register
+from leveret.queues.dedup import DedupCache, deduplication_key, message_cache_ttl
 from pamqp import exceptions
-
-from bindings.fanout import FanoutIndex
-from bindings.model import Binding, Destination, Headers, RoutedMessage, Verdict
-from exchanges.base import register
-from queues.dedup import DedupCache, deduplication_key, message_cache_ttl
 
 _SIZE_ERROR = "Missing or invalid argument, 'x-cache-size' must be an integer greater than 0"
 _TTL_ERROR = "Invalid argument, 'x-cache-ttl' must be an integer greater than 0"

@@ -46,14 +46,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from leveret.amqp_wire.fieldtable import Field, TypedTable
+from leveret.amqp_wire.properties import decode_properties, encode_properties, replace_headers
+from leveret.bindings.model import BindingIndex
+from leveret.exchanges import base
+from leveret.exchanges.base import register
+from leveret.queues.message import Message
 from pamqp import exceptions
-
-from bindings.model import BindingIndex
-from exchanges import base
-from exchanges.base import register
-from queues.fieldtable import Field, TypedTable
-from queues.message import Message
-from queues.properties import decode_properties, encode_properties, replace_headers
 
 DELAY_HEADER = "x-delay"
 DELAYED_TYPE_ARGUMENT = "x-delayed-type"
@@ -78,9 +77,7 @@ def delayed_type(arguments: Mapping[str, Any]) -> base.ExchangeType:
     kind = base.REGISTRY.get(value)
     if kind is None:
         # rabbit_exchange:check_type, the same 503 as exchange.declare's.
-        from exchanges.vhost import _unknown_type_text
-
-        raise exceptions.AMQPCommandInvalid(_unknown_type_text(value))
+        raise exceptions.AMQPCommandInvalid(base.unknown_type_text(value))
     return kind
 
 

@@ -1,8 +1,8 @@
 from collections.abc import Mapping
 from typing import Any
 
-from bindings.direct import DirectIndex
-from exchanges.base import register
+from leveret.bindings.direct import DirectIndex
+from leveret.exchanges.base import register
 
 
 @register

@@ -1,8 +1,8 @@
 from collections.abc import Mapping
 from typing import Any
 
-from bindings.fanout import FanoutIndex
-from exchanges.base import register
+from leveret.bindings.fanout import FanoutIndex
+from leveret.exchanges.base import register
 
 
 @register

@@ -1,8 +1,8 @@
 from collections.abc import Mapping
 from typing import Any
 
-from bindings.headers import HeadersIndex
-from exchanges.base import register
+from leveret.bindings.headers import HeadersIndex
+from leveret.exchanges.base import register
 
 
 @register

@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from leveret.bindings.model import Binding, Destination, MessageIndex, RoutedMessage, Verdict
+from leveret.exchanges.base import Exchange
+from leveret.queues.arguments import type_name
 from pamqp import exceptions
-
-from bindings.model import Binding, Destination, MessageIndex, RoutedMessage, Verdict
-from exchanges.base import Exchange
-from queues.arguments import type_name
 
 DEFAULT_EXCHANGE = ""
 
@@ -76,7 +75,7 @@ def route(
     """Names of the queues a message reaches, each once, in discovery order.
 
     `properties` and `now_ms` are for exchanges that route on the whole message
-    (bindings.model.MessageIndex)."""
+    (leveret.bindings.model.MessageIndex)."""
     if start.name == DEFAULT_EXCHANGE:
         return [key for key in dict.fromkeys(routing_keys) if key in queues]
     found: dict[str, None] = {}

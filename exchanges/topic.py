@@ -1,8 +1,8 @@
 from collections.abc import Mapping
 from typing import Any
 
-from bindings.topic_index import TopicIndex
-from exchanges.base import register
+from leveret.bindings.topic_index import TopicIndex
+from leveret.exchanges.base import register
 
 
 @register

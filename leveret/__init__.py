@@ -16,18 +16,18 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from amqp_wire.server import Server, ServerThread
-    from exchanges.broker import Broker, BrokerSettings
+    from leveret.broker.broker import Broker, BrokerSettings
+    from leveret.server.shell import Server, ServerThread
 
-__version__ = "0.1.0"
+from leveret.version import __version__
 
 __all__ = ["Broker", "BrokerSettings", "Server", "ServerThread", "__version__", "serve"]
 
 _LAZY = {
-    "Broker": "exchanges.broker",
-    "BrokerSettings": "exchanges.broker",
-    "Server": "amqp_wire.server",
-    "ServerThread": "amqp_wire.server",
+    "Broker": "leveret.broker.broker",
+    "BrokerSettings": "leveret.broker.broker",
+    "Server": "leveret.server.shell",
+    "ServerThread": "leveret.server.shell",
 }
 
 
@@ -52,7 +52,7 @@ async def serve(
     `.host`, `.port`, `.broker`. On exit clients get connection.close 320
     (CONNECTION_FORCED), as from a RabbitMQ node shutting down.
     """
-    from amqp_wire.server import Server
+    from leveret.server.shell import Server
 
     server = Server(broker)
     await server.start(host, port)

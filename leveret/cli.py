@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import asyncio
 
-    from exchanges.broker import Broker, BrokerSettings
+    from leveret.broker.broker import Broker, BrokerSettings
 
-from leveret import __version__
+from leveret.version import __version__
 
 PLUGIN_MODULES = ("leveret.playground.cli", "leveret.management.ctl")
 
@@ -226,9 +226,9 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
     import json
     import logging
 
-    from exchanges.broker import Broker
-    from exchanges.definitions import load_definitions
-    from queues.store import Store, StoreLocked
+    from leveret.broker.broker import Broker
+    from leveret.broker.definitions import load_definitions
+    from leveret.store.store import Store, StoreLocked
 
     data = None
     if args.definitions:
@@ -271,8 +271,8 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
 
 def _settings(args: argparse.Namespace) -> BrokerSettings:
     """BrokerSettings from serve's limit options (ValueError says what is wrong)."""
-    from exchanges.broker import BrokerSettings
-    from exchanges.limits import Watermark
+    from leveret.broker.broker import BrokerSettings
+    from leveret.broker.limits import Watermark
 
     settings = BrokerSettings()
     watermark = getattr(args, "memory_high_watermark", None)
@@ -300,7 +300,7 @@ def _tls(args: argparse.Namespace) -> Any:
         return None
     import ssl
 
-    from amqp_wire.server import tls_context
+    from leveret.server.shell import tls_context
 
     if not args.cert or not args.key:
         print("leveret: --tls-port needs --cert and --key", file=sys.stderr)
@@ -316,9 +316,9 @@ def _tls(args: argparse.Namespace) -> Any:
 def _export_definitions(args: argparse.Namespace) -> int:
     import json
 
-    from exchanges.broker import Broker
-    from exchanges.definitions import export_definitions, load_definitions
-    from queues.store import Store
+    from leveret.broker.broker import Broker
+    from leveret.broker.definitions import export_definitions, load_definitions
+    from leveret.store.store import Store
 
     if not os.path.isdir(args.data_dir):
         print(f"leveret: no data directory {args.data_dir}", file=sys.stderr)
@@ -384,8 +384,8 @@ async def _listen_until(
     stop: asyncio.Event, host: str, port: int, http_port: int | None = None, http_host: str | None = None,
     *, broker: Broker | None = None, tls: Any = None,
 ) -> int:
-    from amqp_wire.server import Server
     from leveret.management import ManagementServer
+    from leveret.server.shell import Server
 
     server = Server(broker)
     try:

@@ -30,15 +30,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from amqp_wire.server import ServerThread
     from leveret.management import ManagementServer
+    from leveret.server.shell import ServerThread
 
 
 @pytest.fixture
 def leveret_broker() -> Iterator[ServerThread]:
     # Imported here: pytest loads this plugin in every session of every project
     # that has leveret installed, and most of them never ask for a broker.
-    from amqp_wire.server import ServerThread
+    from leveret.server.shell import ServerThread
 
     with ServerThread() as running:
         yield running

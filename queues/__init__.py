@@ -1,5 +1,6 @@
-"""Messages at rest: queues, their arguments, TTLs, limits and dead-lettering.
+"""Messages at rest: the queue, its message, its arguments and dead-letter rewriting.
 
-A leaf package: it imports the standard library and pamqp only. A queue never
-routes; it *returns* dead-letter records and the virtual host re-routes them.
+A queue never routes; it *returns* dead-letter records and the virtual host
+re-routes them. It imports the codec (leveret.amqp_wire), the clock and the
+standard library only.
 """

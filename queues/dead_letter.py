@@ -1,7 +1,7 @@
 """Dead-lettering: RabbitMQ 3.10's rewrite of a message leaving a queue
 (rabbit_dead_letter:make_msg/5) and its cycle rule (detect_cycles/3).
 
-The rewrite works on the typed headers (`queues.fieldtable`) of the message's
+The rewrite works on the typed headers (`leveret.amqp_wire.fieldtable`) of the message's
 property bytes, so every header entry the broker does not touch, and every
 property but `headers` and `expiration`, keeps the publisher's bytes. (RabbitMQ
 re-encodes the whole list from its parsed form, which differs only in that an
@@ -35,9 +35,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from queues.fieldtable import Field, TypedTable, table_from_plain
-from queues.message import Message
-from queues.properties import RawProperties, decode_properties, encode_properties
+from leveret.amqp_wire.fieldtable import Field, TypedTable, table_from_plain
+from leveret.amqp_wire.properties import RawProperties, decode_properties, encode_properties
+from leveret.queues.message import Message
 
 REASONS: Final = frozenset({"rejected", "expired", "maxlen", "delivery_limit"})
 

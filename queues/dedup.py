@@ -13,7 +13,7 @@ purged, or the queue deleted. Requeued messages stay. As in the plugin, a key
 also lapses when the message's TTL runs out, even if the message is still
 stuck behind a head that does not expire.
 
-Exchange level (DedupCache, used by exchanges.deduplication): a bounded cache
+Exchange level (DedupCache, used by leveret.exchanges.deduplication): a bounded cache
 of the values seen, each kept for `x-cache-ttl` ms (the exchange argument, or
 the message's own `x-cache-ttl` header), or for ever without one.
 
@@ -39,8 +39,8 @@ import heapq
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
-from queues.message import Message
-from queues.queue import DeadLetter, Entry, Queue
+from leveret.queues.message import Message
+from leveret.queues.queue import DeadLetter, Entry, Queue
 
 HEADER = "x-deduplication-header"
 CACHE_TTL_HEADER = "x-cache-ttl"
@@ -201,7 +201,7 @@ class DeduplicatingQueue(Queue):
         return entry
 
     def restore(self, entries: list[Entry]) -> list[DeadLetter]:
-        # Messages recovered from the store (queues.store) hold their keys again.
+        # Messages recovered from the store (leveret.store.store) hold their keys again.
         for entry in entries:
             key = deduplication_key(entry.message.properties.headers)
             if key is not None:

@@ -1,6 +1,6 @@
 """Observability and management: RabbitMQ's HTTP API, Prometheus metrics, structured logs.
 
-    server = Server(broker)                      # amqp_wire.server
+    server = Server(broker)                      # leveret.server.shell
     await server.start("127.0.0.1", 5672)
     management = ManagementServer(server)
     await management.start("127.0.0.1", 15672)  # /api/..., /metrics
@@ -26,7 +26,7 @@ from leveret.management.core import SAMPLE_INTERVAL, STORM_RATE, Management
 from leveret.management.http import HttpServer, Request, Response
 
 if TYPE_CHECKING:
-    from amqp_wire.server import Server, ServerThread
+    from leveret.server.shell import Server, ServerThread
 
 __all__ = ["Management", "ManagementServer", "attach", "detach"]
 

@@ -41,12 +41,11 @@ from urllib.parse import quote, unquote
 
 from pamqp import exceptions
 
-from bindings.model import Binding, Destination
-from exchanges import base
-from exchanges.base import Exchange
-from exchanges.definitions import LoadResult, export_definitions, json_value, load_definitions
-from exchanges.vhost import VirtualHost
-from leveret import __version__
+from leveret.bindings.model import Binding, Destination
+from leveret.broker.definitions import LoadResult, export_definitions, json_value, load_definitions
+from leveret.broker.vhost import VirtualHost
+from leveret.exchanges import base
+from leveret.exchanges.base import Exchange
 from leveret.management import auth
 from leveret.management.core import (
     DEAD_LETTER_REASONS,
@@ -55,12 +54,12 @@ from leveret.management.core import (
     process_memory_bytes,
 )
 from leveret.management.http import Request, Response
-from queues.queue import Queue
+from leveret.queues.queue import Queue
+from leveret.version import RABBITMQ_VERSION, __version__
 
 if TYPE_CHECKING:
-    from amqp_wire.channel import Channel, ChannelConsumer
+    from leveret.server.channel import Channel, ChannelConsumer
 
-RABBITMQ_VERSION = "3.10.8"  # the semantics leveret implements (amqp_wire.connection)
 DEFAULT_EXCHANGE_ALIAS = "amq.default"
 JSON = "application/json"
 

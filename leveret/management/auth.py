@@ -13,7 +13,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-from exchanges.broker import Broker
+from leveret.broker.broker import Broker
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from exchanges.broker import Broker
-from exchanges.vhost import VirtualHost
-from queues.queue import Queue
+from leveret.broker.broker import Broker
+from leveret.broker.vhost import VirtualHost
+from leveret.queues.queue import Queue
 
 if TYPE_CHECKING:
-    from amqp_wire.channel import Channel
-    from amqp_wire.connection import Connection
-    from amqp_wire.server import Server
+    from leveret.server.channel import Channel
+    from leveret.server.connection import Connection
+    from leveret.server.shell import Server
 
 log = logging.getLogger("leveret.management")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
-from amqp_wire.server import client_host
+from leveret.server.shell import client_host
 
 log = logging.getLogger("leveret.http")
 

@@ -18,12 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from exchanges.broker import Broker
-from exchanges.definitions import load_definitions
+from leveret.broker.broker import Broker
+from leveret.broker.definitions import load_definitions
+from leveret.clock import VirtualClock
 from leveret.playground.parser import STATEMENTS, Expect, PlaygroundError, Statement, parse
 from leveret.playground.render import Renderer, make_console
 from leveret.playground.runner import ErrorEvent, Event, ExpectEvent, PublishEvent, Runner
-from queues.clock import VirtualClock
 
 EXIT_OK = 0
 EXIT_FAILED = 1

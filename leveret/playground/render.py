@@ -18,8 +18,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from bindings.model import Binding
-from exchanges.router import BindingVerdict, ExchangeHop, RouteTrace
+from leveret.bindings.model import Binding
+from leveret.exchanges.router import BindingVerdict, ExchangeHop, RouteTrace
 from leveret.playground.parser import Load, PlaygroundError, Statement
 from leveret.playground.runner import (
     DeadLetterHop,

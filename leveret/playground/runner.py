@@ -27,11 +27,13 @@ from typing import Any
 from pamqp import exceptions
 from pamqp.commands import Basic
 
-from bindings.model import Destination
-from exchanges.broker import Broker
-from exchanges.definitions import export_definitions, load_definitions
-from exchanges.router import ExchangeHop, RouteTrace, publish_routing_keys
-from exchanges.vhost import DeadLetterEvent, VirtualHost
+from leveret.amqp_wire.properties import encode_properties
+from leveret.bindings.model import Destination
+from leveret.broker.broker import Broker
+from leveret.broker.definitions import export_definitions, load_definitions
+from leveret.broker.vhost import DeadLetterEvent, VirtualHost
+from leveret.clock import VirtualClock
+from leveret.exchanges.router import ExchangeHop, RouteTrace, publish_routing_keys
 from leveret.playground.parser import (
     Bind,
     DeclareExchange,
@@ -51,10 +53,8 @@ from leveret.playground.parser import (
     Wait,
     parse,
 )
-from queues.clock import VirtualClock
-from queues.message import Message
-from queues.properties import encode_properties
-from queues.queue import Entry
+from leveret.queues.message import Message
+from leveret.queues.queue import Entry
 
 # ------------------------------------------------------------------ events
 

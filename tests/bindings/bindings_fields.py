@@ -12,9 +12,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from leveret.amqp_wire.fieldtable import read_table_plain
 from pamqp import decode
-
-from queues.fieldtable import read_table_plain
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ def A(*items: Field) -> Field:
 
 
 def decoded(entries: dict[str, Field]) -> dict[str, Any]:
-    """The table as leveret's frontend sees it: queues.fieldtable's plain view
+    """The table as leveret's frontend sees it: leveret.amqp_wire.fieldtable's plain view
     of the same bytes (pamqp's values, numbers knowing their wire type)."""
     data = table_bytes(entries)
     table, consumed = read_table_plain(data, 0)

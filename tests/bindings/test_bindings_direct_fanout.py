@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from bindings.direct import DirectIndex
-from bindings.fanout import FanoutIndex
-from bindings.model import Binding, Destination, Verdict
+from leveret.bindings.direct import DirectIndex
+from leveret.bindings.fanout import FanoutIndex
+from leveret.bindings.model import Binding, Destination, Verdict
 
 Q1, Q2, E1 = Destination.queue("q1"), Destination.queue("q2"), Destination.exchange("e1")
 

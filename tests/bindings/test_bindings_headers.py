@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from leveret.bindings.headers import HeadersIndex, comparison_key, parse_rule, x_match_error
+from leveret.bindings.model import Binding, Destination, Verdict
 from pamqp import exceptions
 
-from bindings.headers import HeadersIndex, comparison_key, parse_rule, x_match_error
-from bindings.model import Binding, Destination, Verdict
 from tests.bindings.bindings_fields import decoded, decoded_value, label
 from tests.bindings.bindings_golden import HEADERS, X_MATCH_ERRORS, HeadersCase, XMatchCase
 

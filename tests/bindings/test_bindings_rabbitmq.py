@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from leveret.bindings.headers import HeadersIndex
+from leveret.bindings.model import Binding, Destination
+from leveret.bindings.topic import TopicTrie
 from pamqp import exceptions
 
-from bindings.headers import HeadersIndex
-from bindings.model import Binding, Destination
-from bindings.topic import TopicTrie
 from tests.bindings.bindings_fields import Field, decoded, decoded_value, label
 from tests.bindings.bindings_golden import HEADERS, TOPIC, X_MATCH_ERRORS, HeadersCase, XMatchCase
 from tests.reference import HOST, PORT, reachable
@@ -97,7 +97,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Probe]:
             finally:
                 probe.close()
         return
-    from amqp_wire.server import ServerThread
+    from leveret.server.shell import ServerThread
 
     with ServerThread() as server, _typed_pika():
         probe = Probe(server.host, server.port)

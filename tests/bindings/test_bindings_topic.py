@@ -8,10 +8,10 @@ from functools import cache
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from leveret.bindings.model import Binding, Destination, Verdict
+from leveret.bindings.topic import TopicTrie, split_words, topic_matches
+from leveret.bindings.topic_index import TopicIndex
 
-from bindings.model import Binding, Destination, Verdict
-from bindings.topic import TopicTrie, split_words, topic_matches
-from bindings.topic_index import TopicIndex
 from tests.bindings.bindings_golden import TOPIC
 
 Q1, Q2, Q3 = (Destination.queue(n) for n in ("q1", "q2", "q3"))

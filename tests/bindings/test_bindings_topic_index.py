@@ -7,10 +7,9 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from bindings.model import Binding, Destination
-from bindings.topic import TopicTrie
-from bindings.topic_index import TopicIndex, shape_of
+from leveret.bindings.model import Binding, Destination
+from leveret.bindings.topic import TopicTrie
+from leveret.bindings.topic_index import TopicIndex, shape_of
 
 QUEUES = [Destination.queue(f"q{n}") for n in range(5)] + [Destination.exchange("e")]
 

@@ -10,16 +10,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
+from leveret.amqp_wire.fieldtable import Field, TypedTable, to_plain
+from leveret.amqp_wire.properties import RawProperties, decode_properties, encode_properties
+from leveret.bindings.model import Destination
+from leveret.queues.message import Message
+from leveret.queues.queue import Entry, Queue
 from pamqp import exceptions
 from pamqp.commands import Basic
 
-from bindings.model import Destination
-from exchanges.vhost import PublishOutcome, VirtualHost
-from queues.clock import VirtualClock
-from queues.fieldtable import Field, TypedTable, to_plain
-from queues.message import Message
-from queues.properties import RawProperties, decode_properties, encode_properties
-from queues.queue import Entry, Queue
+from leveret.broker.vhost import PublishOutcome, VirtualHost
+from leveret.clock import VirtualClock
 
 OWNER = object()  # a connection, for exclusive queues
 OTHER = object()  # another connection
@@ -78,7 +78,7 @@ def make_message(
     priority: int | None = None,
     raw_properties: bytes | None = None,
 ) -> Message:
-    """A message as amqp_wire.channel hands it to the vhost: routing keys are the
+    """A message as leveret.server.channel hands it to the vhost: routing keys are the
     routing key, then CC, then BCC; the BCC header is gone from the properties."""
     if raw_properties is None:
         properties = Basic.Properties(

@@ -1,6 +1,6 @@
 """Dead-lettering through a virtual host: reasons, x-death, routing, cycles.
 
-The byte-level rewrite is queues.dead_letter's (tested in tests/queues); here
+The byte-level rewrite is leveret.queues.dead_letter's (tested in tests/queues); here
 the vhost must call it at the right moments and re-route its result. Facts
 (RabbitMQ 3.10.8, resultsC.json and pika probes): x-death's first entry is
 count, reason, queue, time, exchange, routing-keys[, original-expiration];
@@ -15,8 +15,8 @@ import datetime
 from typing import Any
 
 import pytest
+from leveret.amqp_wire.fieldtable import Field
 
-from queues.fieldtable import Field
 from tests.core.core_support import FakeConsumer, World, headers, typed_headers, x_death
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from leveret.bindings.model import Destination
 
-from bindings.model import Destination
 from tests.core.core_support import OTHER, OWNER, World, error_of, headers, make_message
 
 V = "in vhost '/'"

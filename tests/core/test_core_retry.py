@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pytest
+from leveret.amqp_wire.fieldtable import Field, TypedTable, to_plain
+from leveret.amqp_wire.properties import RawProperties, encode_properties
+from leveret.bindings.model import Destination
 
-from bindings.model import Destination
-from queues.fieldtable import Field, TypedTable, to_plain
-from queues.properties import RawProperties, encode_properties
 from tests.core.core_support import World, make_message
 from tests.reference import HOST, PORT, reachable
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from leveret.bindings.model import Destination
+from leveret.exchanges.router import ExchangeHop, route
+from leveret.queues.message import Message
 
-from bindings.model import Destination
-from exchanges.router import ExchangeHop, route
-from exchanges.vhost import VirtualHost
-from queues.message import Message
+from leveret.broker.vhost import VirtualHost
 from tests.core.core_support import make_message
 
 EXCHANGES = ["e0", "e1", "e2", "e3", "e4"]

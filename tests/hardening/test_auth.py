@@ -1,4 +1,4 @@
-"""Users, password hashes and permissions (exchanges.auth), without a connection."""
+"""Users, password hashes and permissions (leveret.broker.auth), without a connection."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from pamqp import exceptions
 
-from exchanges.auth import MD5, SHA256, SHA512, AccessControl, Permissions, User, hash_password
+from leveret.broker.auth import MD5, SHA256, SHA512, AccessControl, Permissions, User, hash_password
 
 # Exported by the reference RabbitMQ 3.10.8 (GET /api/definitions) for a user
 # created with the password "s3cret".

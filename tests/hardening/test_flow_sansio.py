@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from pamqp import commands, frame
 
-from amqp_wire.connection import OUTPUT_LIMIT
-from exchanges.broker import Broker
-from queues.clock import VirtualClock
+from leveret.broker.broker import Broker
+from leveret.clock import VirtualClock
+from leveret.server.connection import OUTPUT_LIMIT
 from tests.wire.conftest import WireClient
 
 BLOCKED_CAPABILITY = {"connection.blocked": True}

@@ -13,8 +13,8 @@ import pika.exceptions
 import pytest
 from pamqp import commands, frame
 
-from amqp_wire.server import WRITE_BUFFER_HARD, WRITE_BUFFER_HIGH, ServerThread
-from exchanges.broker import Broker, BrokerSettings
+from leveret.broker.broker import Broker, BrokerSettings
+from leveret.server.shell import WRITE_BUFFER_HARD, WRITE_BUFFER_HIGH, ServerThread
 from tests.hardening.rawclient import RawClient
 
 

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from leveret.amqp_wire import framing
 from pamqp import body, commands, frame, header
 
-from amqp_wire import framing
-from amqp_wire.connection import State
-from exchanges.broker import Broker
+from leveret.broker.broker import Broker
+from leveret.server.connection import State
 from tests.wire.conftest import WireClient
 
 VALID_CODES = {200, 311, 312, 313, 320, 402, 403, 404, 405, 406, 501, 502, 503, 504, 505, 506, 530, 540}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from leveret.amqp_wire import framing
 from pamqp import commands
 
-from amqp_wire import framing
-from exchanges.broker import Broker
-from queues.clock import VirtualClock
+from leveret.broker.broker import Broker
+from leveret.clock import VirtualClock
 from tests.wire.conftest import WireClient
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pamqp import commands
 
-from amqp_wire.server import ServerThread
-from exchanges.auth import hash_password
-from exchanges.broker import Broker, BrokerSettings
+from leveret.broker.auth import hash_password
+from leveret.broker.broker import Broker, BrokerSettings
+from leveret.server.shell import ServerThread
 from tests import reference
 from tests.hardening.permissions_golden import GOLDEN, PASSWORD, PERMISSIONS, outcome, run_table
 from tests.hardening.rawclient import Closed, RawClient

@@ -12,7 +12,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from exchanges.auth import hash_password
+from leveret.broker.auth import hash_password
 from tests.hardening.conftest import NEEDS_OPENSSL, Pki, client_context
 from tests.hardening.test_auth import RABBITMQ_SHA256_HASH
 from tests.server.test_server_cli import first_line, leveret
@@ -98,7 +98,7 @@ def test_serve_says_what_is_wrong_with_its_options(args: list[str], message: str
 
 
 def test_tls_context_requires_a_ca_to_require_client_certificates(pki: Pki) -> None:
-    from amqp_wire.server import tls_context
+    from leveret.server.shell import tls_context
 
     with pytest.raises(ValueError):
         tls_context(str(pki.server_cert), str(pki.server_key), fail_if_no_peer_cert=True)

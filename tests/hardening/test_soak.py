@@ -33,9 +33,8 @@ from typing import Any
 
 import aio_pika
 import pytest
+from leveret.amqp_wire import framing
 from pamqp import body, commands, frame, header
-
-from amqp_wire import framing
 
 FULL = os.environ.get("LEVERET_SOAK") == "1"
 GOOD = 300 if FULL else 40

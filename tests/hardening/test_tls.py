@@ -10,8 +10,8 @@ import pika
 import pika.exceptions
 import pytest
 
-from amqp_wire.server import ServerThread, tls_context
-from exchanges.broker import Broker
+from leveret.broker.broker import Broker
+from leveret.server.shell import ServerThread, tls_context
 from tests.hardening.conftest import NEEDS_OPENSSL, Pki, client_context
 
 pytestmark = NEEDS_OPENSSL

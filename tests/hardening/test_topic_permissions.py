@@ -14,9 +14,9 @@ import pytest
 from pamqp import body as pamqp_body
 from pamqp import commands, header
 
-from amqp_wire.server import ServerThread
-from exchanges.auth import AccessControl, hash_password
-from exchanges.broker import Broker
+from leveret.broker.auth import AccessControl, hash_password
+from leveret.broker.broker import Broker
+from leveret.server.shell import ServerThread
 from tests import reference
 from tests.hardening.permissions_golden import PASSWORD, outcome
 from tests.hardening.rawclient import RawClient

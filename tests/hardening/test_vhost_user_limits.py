@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from pamqp import commands
 
-from amqp_wire.server import ServerThread
-from exchanges.auth import AccessControl, hash_password
-from exchanges.broker import Broker
-from exchanges.definitions import export_definitions, load_definitions
-from exchanges.limits import UserLimits, VhostLimits
-from exchanges.vhost import VirtualHost
+from leveret.broker.auth import AccessControl, hash_password
+from leveret.broker.broker import Broker
+from leveret.broker.definitions import export_definitions, load_definitions
+from leveret.broker.limits import UserLimits, VhostLimits
+from leveret.broker.vhost import VirtualHost
+from leveret.server.shell import ServerThread
 from tests import reference
 from tests.hardening.permissions_golden import PASSWORD, outcome
 from tests.hardening.rawclient import RawClient

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from exchanges.broker import Broker, BrokerSettings
+from leveret.broker.broker import Broker, BrokerSettings
 from leveret.management import ManagementServer, auth
 from tests.management.conftest import Http
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pika
 import pytest
 
-from exchanges.broker import Broker
+from leveret.broker.broker import Broker
 from leveret.management import logs
 from leveret.management.core import Management
 from tests.core.core_support import make_message

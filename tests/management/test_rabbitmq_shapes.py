@@ -18,8 +18,8 @@ from urllib.parse import quote
 import pika
 import pytest
 
-from amqp_wire.server import ServerThread
 from leveret.management import ManagementServer, attach, detach
+from leveret.server.shell import ServerThread
 from tests.management.conftest import Http
 
 pytestmark = pytest.mark.rabbitmq

@@ -7,7 +7,7 @@ A script, not a test (pytest collects test_*.py only):
 For each seed: one stream of random selective bindings made as the C load
 driver in shared/bench makes them for its topic_N scenario (3 tokens: a word
 70%, `*` 22%, `#` 8%, at least two words; vocabulary 1 000) spread over 4
-queues; the topic exchange's index (bindings.topic_index.TopicIndex) holding
+queues; the topic exchange's index (leveret.bindings.topic_index.TopicIndex) holding
 its first 10, 1 000 and 100 000 bindings, then `match` timed over routing
 keys, best of --rounds. The columns show how many shapes the index matched
 through tables and how many nodes its trie kept for the rest.
@@ -37,8 +37,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from bindings.model import Binding, Destination
-from bindings.topic_index import TopicIndex
+from leveret.bindings.model import Binding, Destination
+from leveret.bindings.topic_index import TopicIndex
 
 QUEUES = [Destination.queue(f"q{n}") for n in range(4)]  # replaced from --queues in main()
 SIZES = (10, 1_000, 100_000)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from exchanges.broker import Broker
-from exchanges.definitions import export_definitions, load_definitions
-from exchanges.vhost import VirtualHost
+from leveret.broker.broker import Broker
+from leveret.broker.definitions import export_definitions, load_definitions
+from leveret.broker.vhost import VirtualHost
+from leveret.clock import VirtualClock
 from leveret.playground.runner import Runner
-from queues.clock import VirtualClock
 
 # The shape `rabbitmqctl export_definitions` writes (RabbitMQ 3.10), trimmed.
 EXPORT: dict[str, Any] = {

@@ -9,11 +9,16 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from leveret.bindings.consistent_hash import (
+    ConsistentHashIndex,
+    HashSource,
+    jump_hash,
+    parse_weight,
+)
+from leveret.bindings.model import Binding, Destination, RoutedMessage
+from leveret.queues.message import Message
 from pamqp.commands import Basic
 
-from bindings.consistent_hash import ConsistentHashIndex, HashSource, jump_hash, parse_weight
-from bindings.model import Binding, Destination, RoutedMessage
-from queues.message import Message
 from tests.core.core_support import World, error_of
 
 KEYS = [f"key-{i}" for i in range(100_000)]

@@ -6,8 +6,8 @@ import datetime
 from typing import Any
 
 import pytest
+from leveret.queues.dedup import DedupCache, DeduplicatingQueue, deduplicates, deduplication_key
 
-from queues.dedup import DedupCache, DeduplicatingQueue, deduplicates, deduplication_key
 from tests.core.core_support import FakeConsumer, World, error_of
 
 

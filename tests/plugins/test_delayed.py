@@ -6,12 +6,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from leveret.amqp_wire.fieldtable import Field
+from leveret.bindings.model import Destination
+from leveret.exchanges.delayed import MAX_DELAY_MS, DelayedMessage, DelayedMessages, delay_of
 
-from bindings.model import Destination
-from exchanges.broker import Broker
-from exchanges.delayed import MAX_DELAY_MS, DelayedMessage, DelayedMessages, delay_of
-from queues.clock import VirtualClock
-from queues.fieldtable import Field
+from leveret.broker.broker import Broker
+from leveret.clock import VirtualClock
 from tests.core.core_support import (
     FakeConsumer,
     World,

@@ -12,14 +12,13 @@ from decimal import Decimal
 from typing import TypeVar
 
 import pytest
+from leveret.amqp_wire.fieldtable import Field, TypedTable
+from leveret.amqp_wire.properties import RawProperties, decode_properties
+from leveret.queues.dead_letter import cycle_free_queues, make_dead_letter
+from leveret.queues.message import Message
 from pamqp import commands
 from pamqp import frame as pamqp_frame
 from pamqp.base import Frame
-
-from queues.dead_letter import cycle_free_queues, make_dead_letter
-from queues.fieldtable import Field, TypedTable
-from queues.message import Message
-from queues.properties import RawProperties, decode_properties
 
 T0 = 1_700_000_000  # seconds
 M = TypeVar("M", bound=Frame)

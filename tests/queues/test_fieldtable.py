@@ -10,10 +10,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pamqp import decode as pamqp_decode
-from pamqp import encode as pamqp_encode
-
-from queues.fieldtable import (
+from leveret.amqp_wire.fieldtable import (
     Field,
     FieldTableError,
     TypedTable,
@@ -28,6 +25,8 @@ from queues.fieldtable import (
     timestamp_to_datetime,
     to_plain,
 )
+from pamqp import decode as pamqp_decode
+from pamqp import encode as pamqp_encode
 
 
 def name(text: bytes) -> bytes:

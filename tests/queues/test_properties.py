@@ -7,10 +7,8 @@ import struct
 import timeit
 
 import pytest
-from pamqp.commands import Basic
-
-from queues.fieldtable import Field, FieldTableError, TypedTable, decode_table
-from queues.properties import (
+from leveret.amqp_wire.fieldtable import Field, FieldTableError, TypedTable, decode_table
+from leveret.amqp_wire.properties import (
     PROPERTY_NAMES,
     PropertiesError,
     RawProperties,
@@ -18,6 +16,7 @@ from queues.properties import (
     encode_properties,
     replace_headers,
 )
+from pamqp.commands import Basic
 
 
 def shortstr(text: bytes) -> bytes:

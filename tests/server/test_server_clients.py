@@ -21,7 +21,7 @@ import pika
 import pytest
 
 import leveret
-from amqp_wire.server import ServerThread
+from leveret.server.shell import ServerThread
 
 REPO = Path(__file__).resolve().parents[2]
 SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"

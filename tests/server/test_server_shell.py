@@ -1,4 +1,4 @@
-"""The asyncio shell (amqp_wire.server) around a scripted stand-in connection.
+"""The asyncio shell (leveret.server.shell) around a scripted stand-in connection.
 
 The stand-in speaks a line protocol so each test says what the shell must do
 with bytes, output, closes, timers and heartbeats, without the AMQP protocol.
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from amqp_wire.server import Server, ServerThread
+from leveret.server.shell import Server, ServerThread
 
 
 def wall_ms() -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from leveret.amqp_wire import framing
 from pamqp import body as pamqp_body
 from pamqp import commands, frame, header
 
-from amqp_wire import framing
-from amqp_wire.connection import Connection
-from exchanges.broker import Broker
-from queues.clock import VirtualClock
+from leveret.broker.broker import Broker
+from leveret.clock import VirtualClock
+from leveret.server.connection import Connection
 
 
 class WireClient:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import struct
 
+from leveret.amqp_wire import framing
 from pamqp import commands
 
-from amqp_wire import framing
 from tests.wire.conftest import WireClient
 from tests.wire.test_protocol import connection_close
 

@@ -6,10 +6,10 @@ import struct
 from typing import Any
 
 import pytest
+from leveret.amqp_wire import framing
 from pamqp import commands, frame
 
-from amqp_wire import framing
-from exchanges.broker import Broker
+from leveret.broker.broker import Broker
 from tests.wire.conftest import WireClient
 
 Basic = commands.Basic

@@ -20,7 +20,7 @@ import os
 import resource
 from collections.abc import Callable
 
-from exchanges.limits import ResourceAlarms, Watermark
+from leveret.broker.limits import ResourceAlarms, Watermark
 
 log = logging.getLogger("leveret.memory")
 

@@ -3,7 +3,7 @@ management UI write): load exchanges, queues and bindings into a VirtualHost,
 and export a vhost's topology in the same format.
 
 Topology is read, and a vhost's limits (the "vhost-limits" parameter, applied
-first, as RabbitMQ's import does); users and permissions are exchanges.auth's
+first, as RabbitMQ's import does); users and permissions are leveret.broker.auth's
 business, other parameters are ignored. Policies
 are applied the way RabbitMQ would see them for routing and dead-lettering:
 the one matching policy with the highest priority, its keys turned into the
@@ -22,9 +22,9 @@ from typing import Any
 
 from pamqp import exceptions
 
-from bindings.model import Destination
-from exchanges.limits import VhostLimits
-from exchanges.vhost import VirtualHost
+from leveret.bindings.model import Destination
+from leveret.broker.limits import VhostLimits
+from leveret.broker.vhost import VirtualHost
 
 RABBIT_VERSION = "3.10.0"
 

@@ -6,7 +6,7 @@ plus a reverse map from each destination to the bindings that lead to it, so
 deleting a queue or exchange removes its bindings in time proportional to
 them. Publishing routes through `router.route`, enqueues into each queue and
 then drains dead-letter records the queues returned: each is rewritten
-(`queues.dead_letter`) and routed again from its dead-letter exchange, with
+(`leveret.queues.dead_letter`) and routed again from its dead-letter exchange, with
 RabbitMQ's cycle rule, until no record remains. Every operation that can make
 messages expire or queues vanish takes `now_ms` from the broker's clock.
 
@@ -25,13 +25,13 @@ from typing import Any, Protocol
 
 from pamqp import exceptions
 
-from bindings.model import Binding, Destination
-from exchanges import base
-from exchanges.base import Exchange
-from exchanges.delayed import DELAYED, DelayedMessage, DelayedMessages, delay_of, released
-from exchanges.limits import NO_VHOST_LIMITS
-from exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
-from queues.arguments import (
+from leveret.bindings.model import Binding, Destination
+from leveret.broker.limits import NO_VHOST_LIMITS
+from leveret.exchanges import base
+from leveret.exchanges.base import Exchange
+from leveret.exchanges.delayed import DELAYED, DelayedMessage, DelayedMessages, delay_of, released
+from leveret.exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
+from leveret.queues.arguments import (
     assert_equivalent,
     check_queue_properties,
     describe,
@@ -39,19 +39,19 @@ from queues.arguments import (
     type_name,
     validate_queue_arguments,
 )
-from queues.dead_letter import cycle_free_queues, make_dead_letter
-from queues.dedup import DeduplicatingQueue, deduplicates
-from queues.message import Message
-from queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
-from queues.store import TopologyJournal
+from leveret.queues.dead_letter import cycle_free_queues, make_dead_letter
+from leveret.queues.dedup import DeduplicatingQueue, deduplicates
+from leveret.queues.message import Message
+from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
+from leveret.store.store import TopologyJournal
 
 # Importing the modules registers the built-in exchange types.
-import exchanges.direct  # noqa: F401,E402  isort: skip
-import exchanges.fanout  # noqa: F401,E402  isort: skip
-import exchanges.headers  # noqa: F401,E402  isort: skip
-import exchanges.topic  # noqa: F401,E402  isort: skip
-import exchanges.consistent_hash  # noqa: F401,E402  isort: skip
-import exchanges.deduplication  # noqa: F401,E402  isort: skip
+import leveret.exchanges.direct  # noqa: F401,E402  isort: skip
+import leveret.exchanges.fanout  # noqa: F401,E402  isort: skip
+import leveret.exchanges.headers  # noqa: F401,E402  isort: skip
+import leveret.exchanges.topic  # noqa: F401,E402  isort: skip
+import leveret.exchanges.consistent_hash  # noqa: F401,E402  isort: skip
+import leveret.exchanges.deduplication  # noqa: F401,E402  isort: skip
 
 log = logging.getLogger("leveret.vhost")
 
@@ -127,7 +127,7 @@ class VirtualHost:
         # (the playground's record of arrivals); None on the broker's hot path.
         self.on_arrival: Callable[[str, Message, int], None] | None = None
         self._timed: set[Queue] = set()
-        # The store (queues.store), once attached: told every durable topology change.
+        # The store (leveret.store.store), once attached: told every durable topology change.
         self.journal: TopologyJournal | None = None
         # Messages an x-delayed-message exchange holds until their x-delay is over.
         self.delayed = DelayedMessages(name)
@@ -191,7 +191,7 @@ class VirtualHost:
             return self.exchange(name)
         kind = base.REGISTRY.get(exchange_type)
         if kind is None:
-            raise exceptions.AMQPCommandInvalid(_unknown_type_text(exchange_type))
+            raise exceptions.AMQPCommandInvalid(base.unknown_type_text(exchange_type))
         if name == DEFAULT_EXCHANGE:
             raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
         received = dict(arguments or {})
@@ -549,7 +549,7 @@ class VirtualHost:
     # ----------------------------------------------------------- delayed
     def _delay(self, exchange: Exchange, message: Message, delay: int, now_ms: int) -> PublishOutcome:
         """Hold the message for x-delay ms. It routes nowhere now, as with the plugin:
-        a mandatory publish is returned and a confirm is an ack (exchanges.delayed)."""
+        a mandatory publish is returned and a confirm is an ack (leveret.exchanges.delayed)."""
         self.delayed.add(
             exchange.name, message, delay, now_ms, durable=exchange.durable and message.persistent,
         )
@@ -741,19 +741,3 @@ def _typed_value(table: Mapping[str, Any], name: str) -> str:
     if name not in table:
         return "none"
     return f"the value '{describe(table[name])}' of type '{type_name(table[name])}'"
-
-
-# Erlang atoms RabbitMQ's VM happens to know: for those it says "invalid
-# exchange type", for any other unknown name "unknown exchange type"
-# (rabbit_exchange:check_type). Observed on 3.10.8.
-_ATOM_TYPE_NAMES = frozenset({
-    "", "foo", "bar", "test", "queue", "exchange", "true", "false", "undefined", "classic",
-    "quorum", "stream", "match", "default", "local", "binary", "error", "ok", "none",
-    "Direct", "all", "any", "amqp", "atom", "durable", "transient", "federation", "infinity",
-    "list", "map", "nil", "normal", "null", "rabbit", "string",
-})
-
-
-def _unknown_type_text(exchange_type: str) -> str:
-    word = "invalid" if exchange_type in _ATOM_TYPE_NAMES else "unknown"
-    return f"{word} exchange type '{exchange_type}'"

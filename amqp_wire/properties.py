@@ -24,9 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pamqp.commands import Basic
-
-from queues.fieldtable import (
+from leveret.amqp_wire.fieldtable import (
     FieldTableError,
     TypedTable,
     encode_table,
@@ -34,6 +32,7 @@ from queues.fieldtable import (
     read_table_plain,
     timestamp_to_datetime,
 )
+from pamqp.commands import Basic
 
 # Wire order, pamqp's attribute names (`message_type` is the spec's `type`).
 PROPERTY_NAMES: Final[tuple[str, ...]] = (

@@ -27,13 +27,14 @@ from typing import Any
 from pamqp import commands, decode, exceptions
 from pamqp import frame as pamqp_frame
 
-from amqp_wire import framing, replies
-from amqp_wire.channel import AWAIT_HEADER, Channel
-from amqp_wire.errors import closing_for, frame_snippet
-from amqp_wire.methods import PUBLISH_INDEX, decode_method
-from exchanges.auth import VhostAccess
-from exchanges.broker import Broker
-from exchanges.limits import MEMORY_ALARM_REASON, NO_USER_LIMITS, NO_VHOST_LIMITS
+from leveret.amqp_wire import framing, replies
+from leveret.amqp_wire.errors import closing_for, frame_snippet
+from leveret.amqp_wire.methods import PUBLISH_INDEX, decode_method
+from leveret.broker.auth import VhostAccess
+from leveret.broker.broker import Broker
+from leveret.broker.limits import MEMORY_ALARM_REASON, NO_USER_LIMITS, NO_VHOST_LIMITS
+from leveret.server.channel import AWAIT_HEADER, Channel
+from leveret.version import RABBITMQ_VERSION
 
 log = logging.getLogger("leveret.connection")
 
@@ -99,7 +100,6 @@ def _version() -> str:
 # and Celery choose the basic.qos `global` flag this way). leveret implements
 # RabbitMQ 3.10's semantics, so it says so there and names itself elsewhere.
 COMPATIBLE_PRODUCT = "RabbitMQ"
-COMPATIBLE_VERSION = "3.10.8"
 
 
 def server_properties() -> dict[str, Any]:
@@ -110,7 +110,7 @@ def server_properties() -> dict[str, Any]:
         "information": f"leveret {_version()}: a RabbitMQ-compatible AMQP 0-9-1 broker in Python",
         "platform": f"leveret {_version()} on Python {platform.python_version()}",
         "product": COMPATIBLE_PRODUCT,
-        "version": COMPATIBLE_VERSION,
+        "version": RABBITMQ_VERSION,
     }
 
 

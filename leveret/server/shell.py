@@ -1,7 +1,7 @@
 """The asyncio shell: sockets in, sockets out, around the sans-IO Connection.
 
 Theory of operation. `Server` listens and gives every accepted socket a
-`_WireProtocol`, which owns one sans-IO connection (amqp_wire.connection) and
+`_WireProtocol`, which owns one sans-IO connection (leveret.server.connection) and
 only moves bytes: socket -> `receive_data`, `data_to_send` -> socket. This is
 the only module that knows about asyncio; everything it drives is synchronous
 and runs on the server's event loop thread, so the broker needs no locks.
@@ -19,7 +19,7 @@ Invariants it keeps:
   heartbeat/2 seconds of `time.monotonic()`; the connection decides whether
   to send a heartbeat frame or give up on a silent peer (`want_close`).
 - A housekeeping tick (BrokerSettings.tick_interval) measures the process for
-  the memory alarm (amqp_wire.memory) and gives every connection `tick`
+  the memory alarm (leveret.server.memory) and gives every connection `tick`
   (handshake, closing and delivery acknowledgement timeouts).
 - Back-pressure both ways: past the socket's write-buffer high watermark the
   connection is told (`writing_paused`) and stops being a delivery target
@@ -44,9 +44,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from amqp_wire.memory import MemoryMonitor
-    from exchanges.broker import Broker
-    from queues.store import Store
+    from leveret.broker.broker import Broker
+    from leveret.server.memory import MemoryMonitor
+    from leveret.store.store import Store
 
 log = logging.getLogger("leveret.server")
 
@@ -72,7 +72,7 @@ def client_host(host: str) -> str:
 
 
 class WireConnection(Protocol):
-    """What the shell needs from amqp_wire.connection.Connection (sans-IO)."""
+    """What the shell needs from leveret.server.connection.Connection (sans-IO)."""
 
     want_close: bool
     reading_paused: bool
@@ -337,11 +337,11 @@ class Server:
         shutdown_grace: float = SHUTDOWN_GRACE,
     ) -> None:
         if broker is None:
-            from exchanges.broker import Broker
+            from leveret.broker.broker import Broker
 
             broker = Broker()
         if connection_factory is None:
-            from amqp_wire.connection import Connection
+            from leveret.server.connection import Connection
 
             connection_factory = Connection
         self.broker: Broker = broker
@@ -402,7 +402,7 @@ class Server:
             store.start(lambda: loop.call_soon_threadsafe(self._store_synced))
         self.deadlines_changed()
         if getattr(self.broker, "resources", None) is not None:
-            from amqp_wire.memory import MemoryMonitor
+            from leveret.server.memory import MemoryMonitor
 
             self.memory_monitor = MemoryMonitor(
                 self.broker.resources, lambda: self.broker.settings.memory_high_watermark

@@ -64,7 +64,7 @@ means the message is delivered once more, with `redelivered` set: at least
 once, never lost.
 
 This module does file I/O and runs one thread, but knows nothing of asyncio:
-the shell (amqp_wire.server) passes `notify` and bridges it to the loop.
+the shell (leveret.server.shell) passes `notify` and bridges it to the loop.
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from queues.fieldtable import decode_table_plain, encode_table
-from queues.message import Message
-from queues.properties import decode_properties, encode_properties
-from queues.queue import DeadLetter, Entry, Queue
+from leveret.amqp_wire.fieldtable import decode_table_plain, encode_table
+from leveret.amqp_wire.properties import decode_properties, encode_properties
+from leveret.queues.message import Message
+from leveret.queues.queue import DeadLetter, Entry, Queue
 
 try:
     import fcntl
@@ -168,7 +168,7 @@ class BindingLike(Protocol):
 
 
 class DelayedLike(Protocol):
-    """A message waiting on an x-delayed-message exchange (exchanges.delayed.DelayedMessage)."""
+    """A message waiting on an x-delayed-message exchange (leveret.exchanges.delayed.DelayedMessage)."""
 
     @property
     def deliver_at(self) -> int: ...
@@ -179,7 +179,7 @@ class DelayedLike(Protocol):
 
 
 class TopologyJournal(Protocol):
-    """What a VirtualHost tells about durable topology (exchanges.vhost calls it)."""
+    """What a VirtualHost tells about durable topology (leveret.broker.vhost calls it)."""
 
     def exchange_declared(self, vhost: str, exchange: ExchangeLike) -> None: ...
     def exchange_deleted(self, vhost: str, exchange: ExchangeLike) -> None: ...

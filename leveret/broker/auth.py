@@ -54,7 +54,7 @@ from typing import Any
 
 from pamqp import exceptions
 
-from exchanges.limits import NO_USER_LIMITS, UserLimits
+from leveret.broker.limits import NO_USER_LIMITS, UserLimits
 
 SHA256 = "rabbit_password_hashing_sha256"
 SHA512 = "rabbit_password_hashing_sha512"

@@ -27,27 +27,27 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands, exceptions
 
-from amqp_wire import framing, methods, replies
-from bindings.model import Destination
-from exchanges import base as exchange_types
-from exchanges.router import publish_routing_keys
-from queues.arguments import type_name
-from queues.fieldtable import Field, FieldTableError, TypedTable
-from queues.message import Message
-from queues.properties import (
+from leveret.amqp_wire import framing, methods, replies
+from leveret.amqp_wire.fieldtable import Field, FieldTableError, TypedTable
+from leveret.amqp_wire.properties import (
     RawProperties,
     decode_properties,
     encode_properties,
     encode_property,
     replace_headers,
 )
-from queues.queue import Entry, Queue, parse_expiration
-from queues.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
+from leveret.bindings.model import Destination
+from leveret.exchanges import base as exchange_types
+from leveret.exchanges.router import publish_routing_keys
+from leveret.queues.arguments import type_name
+from leveret.queues.message import Message
+from leveret.queues.queue import Entry, Queue, parse_expiration
+from leveret.store.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
 
 if TYPE_CHECKING:
-    from amqp_wire.connection import Connection
-    from exchanges.auth import VhostAccess
-    from exchanges.vhost import VirtualHost
+    from leveret.broker.auth import VhostAccess
+    from leveret.broker.vhost import VirtualHost
+    from leveret.server.connection import Connection
 
 _SHORT = struct.Struct(">B")
 _DELIVER_PREFIX = struct.pack(">HH", 60, 60)

@@ -1,8 +1,8 @@
 """The broker core: virtual hosts, the clock and the limits every frontend shares.
 
-No I/O here: the asyncio shell (amqp_wire.server) and the playground both
+No I/O here: the asyncio shell (leveret.server.shell) and the playground both
 drive a Broker, the first with the system clock, the second with a virtual one.
-Persistence is optional: `attach_store` hands durable state to a queues.store
+Persistence is optional: `attach_store` hands durable state to a leveret.store.store
 Store (which does its own file I/O); without one everything lives in memory.
 """
 
@@ -14,14 +14,14 @@ from typing import Any
 
 from pamqp import exceptions
 
-from exchanges.auth import AccessControl
-from exchanges.definitions import load_definitions
-from exchanges.limits import DEFAULT_WATERMARK, ResourceAlarms
-from exchanges.vhost import VirtualHost
-from queues.clock import Clock, SystemClock
-from queues.message import Message
-from queues.queue import Entry
-from queues.store import Store
+from leveret.broker.auth import AccessControl
+from leveret.broker.definitions import load_definitions
+from leveret.broker.limits import DEFAULT_WATERMARK, ResourceAlarms
+from leveret.broker.vhost import VirtualHost
+from leveret.clock import Clock, SystemClock
+from leveret.queues.message import Message
+from leveret.queues.queue import Entry
+from leveret.store.store import Store
 
 log = logging.getLogger("leveret.broker")
 

@@ -20,7 +20,7 @@ checks them (3.10, observed): connection.open (the vhost's, then the user's
 connection count), channel.open (the user's channels on all its
 connections), and the declaration of a new queue.
 
-No I/O here: the measuring lives in amqp_wire.memory.
+No I/O here: the measuring lives in leveret.server.memory.
 """
 
 from __future__ import annotations
