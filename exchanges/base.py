@@ -35,6 +35,7 @@ class Exchange:
     __slots__ = (
         "name", "type", "durable", "auto_delete", "internal", "arguments",
         "index", "bindings", "alternate_exchange", "routes_message",
+        "policy", "operator_policy", "policy_definition",
     )
 
     def __init__(
@@ -57,10 +58,23 @@ class Exchange:
         # A MessageIndex routes each message once, on all of it (leveret.bindings.model).
         self.routes_message = callable(getattr(self.index, "match_message", None))
         self.bindings: set[Binding] = set()
-        alternate = self.arguments.get("alternate-exchange")
-        if isinstance(alternate, bytes):
-            alternate = alternate.decode("utf-8", "replace")
-        self.alternate_exchange: str | None = alternate if isinstance(alternate, str) else None
+        self.alternate_exchange: str | None = _name(self.arguments.get("alternate-exchange"))
+        # The policy and operator policy in force (names), their merged definition.
+        self.policy: str | None = None
+        self.operator_policy: str | None = None
+        self.policy_definition: dict[str, Any] | None = None
+
+    def apply_policy(
+        self, policy: str | None, operator_policy: str | None, definition: Mapping[str, Any] | None
+    ) -> None:
+        """The exchange's own alternate-exchange argument wins over a policy's
+        (rabbit_policy:get_arg); routing reads the result, never the policy."""
+        self.policy, self.operator_policy = policy, operator_policy
+        self.policy_definition = dict(definition) if definition else None
+        own = _name(self.arguments.get("alternate-exchange"))
+        if own is None and definition:
+            own = _name(definition.get("alternate-exchange"))
+        self.alternate_exchange = own
 
     @property
     def type_name(self) -> str:
@@ -68,6 +82,12 @@ class Exchange:
 
     def __repr__(self) -> str:
         return f"Exchange({self.name!r}, {self.type_name})"
+
+
+def _name(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
 
 
 # Erlang atoms RabbitMQ's VM happens to know: for those it says "invalid

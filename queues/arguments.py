@@ -311,28 +311,82 @@ def parse_queue_arguments(
     arguments: Mapping[str, Any] | None, queue: str, vhost: str
 ) -> QueueArguments:
     args = dict(arguments or {})
-    queue_type = validate_queue_arguments(args, queue, vhost)
+    return _build(args, validate_queue_arguments(args, queue, vhost))
 
+
+def _build(args: Mapping[str, Any], queue_type: str) -> QueueArguments:
     def text(name: str) -> str | None:
         return _text(args.get(name))
+
+    def integer(name: str) -> int | None:
+        return _integer_or_none(args.get(name))
 
     overflow = text("x-overflow")
     if queue_type == "quorum" and overflow == "reject-publish-dlx":
         # 3.10 accepts it but logs a warning and drops the head (rabbit_quorum_queue:overflow/3).
         overflow = "drop-head"
     return QueueArguments(
-        message_ttl=args.get("x-message-ttl"),
-        expires=args.get("x-expires"),
-        max_length=args.get("x-max-length"),
-        max_length_bytes=args.get("x-max-length-bytes"),
-        overflow=overflow if overflow is not None else "drop-head",
+        message_ttl=integer("x-message-ttl"),
+        expires=integer("x-expires"),
+        max_length=integer("x-max-length"),
+        max_length_bytes=integer("x-max-length-bytes"),
+        overflow=overflow if overflow in OVERFLOW_MODES else "drop-head",
         dead_letter_exchange=text("x-dead-letter-exchange"),
         dead_letter_routing_key=text("x-dead-letter-routing-key"),
-        max_priority=args.get("x-max-priority"),
+        max_priority=integer("x-max-priority"),
         single_active_consumer=bool(args.get("x-single-active-consumer", False)),
-        delivery_limit=_integer_or_none(args.get("x-delivery-limit")),
+        delivery_limit=integer("x-delivery-limit"),
         queue_type=queue_type,
     )
+
+
+# How a policy's value meets the queue's own x-argument, per queue type:
+# rabbit_amqqueue_process:process_args_policy (classic) and
+# rabbit_quorum_queue:ra_machine_config / dead_letter_handler (quorum).
+_MIN, _ARGUMENT, _POLICY = "min", "argument", "policy"
+POLICY_RESOLUTION: dict[str, dict[str, str]] = {
+    "classic": {
+        "expires": _MIN, "dead-letter-exchange": _ARGUMENT, "dead-letter-routing-key": _ARGUMENT,
+        "message-ttl": _MIN, "max-length": _MIN, "max-length-bytes": _MIN, "overflow": _ARGUMENT,
+        "queue-mode": _ARGUMENT,
+    },
+    "quorum": {
+        "max-length": _MIN, "overflow": _POLICY, "max-length-bytes": _MIN, "delivery-limit": _MIN,
+        "expires": _POLICY, "message-ttl": _MIN, "dead-letter-exchange": _ARGUMENT,
+        "dead-letter-routing-key": _ARGUMENT, "dead-letter-strategy": _ARGUMENT,
+    },
+}
+
+
+def resolve_policy(
+    arguments: Mapping[str, Any], definition: Mapping[str, Any] | None, queue_type: str
+) -> dict[str, Any]:
+    """The x-arguments a queue acts on: its own, with the policy's values (policy
+    and operator policy already merged) folded in as RabbitMQ resolves each key."""
+    effective = dict(arguments)
+    if not definition:
+        return effective
+    for key, rule in POLICY_RESOLUTION.get(queue_type, POLICY_RESOLUTION["classic"]).items():
+        if key not in definition:
+            continue
+        value, argument = definition[key], "x-" + key
+        if argument not in effective or rule == _POLICY:
+            effective[argument] = value
+        elif rule == _MIN:
+            # Erlang's min compares any two terms; both are integers once validated.
+            current = effective[argument]
+            if isinstance(current, int) and isinstance(value, int) and value < current:
+                effective[argument] = value
+    return effective
+
+
+def effective_queue_arguments(
+    arguments: Mapping[str, Any], definition: Mapping[str, Any] | None, queue_type: str
+) -> QueueArguments:
+    """What a queue whose arguments were validated at declare acts on under a policy.
+    Not validated again: a policy's values were, and RabbitMQ takes the mix as it
+    comes (a policy's dead-letter-routing-key without any exchange is simply unused)."""
+    return _build(resolve_policy(arguments, definition, queue_type), queue_type)
 
 
 def _integer_or_none(value: Any) -> int | None:

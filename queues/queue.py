@@ -32,7 +32,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from leveret.queues.arguments import MAX_EXPIRY_MS, QueueArguments, parse_queue_arguments
+from leveret.queues.arguments import (
+    MAX_EXPIRY_MS,
+    QueueArguments,
+    effective_queue_arguments,
+    parse_queue_arguments,
+)
 from leveret.queues.message import Message
 from pamqp import exceptions
 
@@ -167,7 +172,13 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments: dict[str, Any] = dict(arguments or {})
+        # What the queue acts on: its arguments, or under a policy the mix of the
+        # two (apply_policy), recomputed when the policy changes, never per message.
         self.args: QueueArguments = parse_queue_arguments(self.arguments, name, vhost)
+        # The policy and operator policy in force (names) and their merged definition.
+        self.policy: str | None = None
+        self.operator_policy: str | None = None
+        self.policy_definition: dict[str, Any] | None = None
         levels = (self.args.max_priority or 0) + 1
         self._ready: list[deque[Entry]] = [deque() for _ in range(levels)]
         self._ready_count = 0
@@ -192,6 +203,33 @@ class Queue:
         self.dead_letter_counts: dict[tuple[str, bool], int] = {}
         # Set by the store on durable queues: every entry event goes to it.
         self.journal: QueueJournal | None = None
+
+    # ---------------------------------------------------------------- policy
+    def apply_policy(
+        self, policy: str | None, operator_policy: str | None,
+        definition: Mapping[str, Any] | None, now_ms: int,
+    ) -> list[DeadLetter]:
+        """A policy now applies (or none does): act on the settings it makes at once,
+        as RabbitMQ's process_args_policy does: a lower limit drops or dead-letters
+        the head (drop-head), a new expiry restarts its timer, and what is past its
+        deadline goes. Messages already queued keep the deadline they came with."""
+        self.policy, self.operator_policy = policy, operator_policy
+        self.policy_definition = dict(definition) if definition else None
+        before = self.args
+        self.args = effective_queue_arguments(self.arguments, definition, before.queue_type)
+        if self.args == before:
+            return []
+        if self.args.expires != before.expires:
+            self.last_used_ms = now_ms
+        if self.args.overflow == "drop-head":
+            self._publish_blocked = False
+        else:
+            self._unblock_publishers_if_below()
+            self._block_publishers_if_over()
+        dead: list[DeadLetter] = []
+        self._enforce_drop_head(dead)
+        self._drop_expired_heads(now_ms, dead)
+        return dead
 
     # ----------------------------------------------------------------- counts
     @property

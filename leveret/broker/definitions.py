@@ -3,19 +3,17 @@ management UI write): load exchanges, queues and bindings into a VirtualHost,
 and export a vhost's topology in the same format.
 
 Topology is read, and a vhost's limits (the "vhost-limits" parameter, applied
-first, as RabbitMQ's import does); users and permissions are leveret.broker.auth's
-business, other parameters are ignored. Policies
-are applied the way RabbitMQ would see them for routing and dead-lettering:
-the one matching policy with the highest priority, its keys turned into the
-queue or exchange arguments they stand for. A queue's own argument wins, except
-for limits and TTLs, where the smaller value does (RabbitMQ's rule for those).
+first, as RabbitMQ's import does), its policies and operator policies (the
+"operator_policy" parameters); users and permissions are leveret.broker.auth's
+business, other parameters are ignored. Policies stay objects of their own
+(leveret.broker.policies), never folded into queue arguments, so an
+application's plain re-declare of a queue a policy governs stays equivalent.
 """
 
 from __future__ import annotations
 
 import datetime
 import decimal
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,55 +22,32 @@ from pamqp import exceptions
 
 from leveret.bindings.model import Destination
 from leveret.broker.limits import VhostLimits
+from leveret.broker.policies import PolicyError, parse_policy
 from leveret.broker.vhost import VirtualHost
 
 RABBIT_VERSION = "3.10.0"
-
-# policy key -> (argument it stands for, whether the smaller value wins)
-_QUEUE_POLICY_KEYS: dict[str, tuple[str, bool]] = {
-    "message-ttl": ("x-message-ttl", True),
-    "expires": ("x-expires", True),
-    "max-length": ("x-max-length", True),
-    "max-length-bytes": ("x-max-length-bytes", True),
-    "delivery-limit": ("x-delivery-limit", True),
-    "overflow": ("x-overflow", False),
-    "dead-letter-exchange": ("x-dead-letter-exchange", False),
-    "dead-letter-routing-key": ("x-dead-letter-routing-key", False),
-}
-_EXCHANGE_POLICY_KEYS = {"alternate-exchange": "alternate-exchange"}
-
 
 @dataclass(slots=True)
 class LoadResult:
     exchanges: int = 0
     queues: int = 0
     bindings: int = 0
+    policies: int = 0
     warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = ", ".join(_plural(n, noun) for n, noun in (
-            (self.exchanges, "exchange"), (self.queues, "queue"), (self.bindings, "binding")))
+            (self.exchanges, "exchange"), (self.queues, "queue"), (self.bindings, "binding"))
+            + ((self.policies, "policy"),) * bool(self.policies))
         if self.warnings:
             text += f" ({_plural(len(self.warnings), 'warning')})"
         return text
 
 
 def _plural(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-@dataclass(frozen=True, slots=True)
-class _Policy:
-    name: str
-    pattern: re.Pattern[str]
-    apply_to: str
-    priority: int
-    definition: Mapping[str, Any]
-
-    def applies(self, name: str, kind: str) -> bool:
-        if self.apply_to not in ("all", kind, f"classic_{kind}", f"quorum_{kind}"):
-            return False
-        return self.pattern.search(name) is not None
+    if number == 1:
+        return f"{number} {noun}"
+    return f"{number} {noun[:-1]}ies" if noun.endswith("y") else f"{number} {noun}s"
 
 
 def _in_vhost(item: Mapping[str, Any], vhost: str) -> bool:
@@ -80,45 +55,28 @@ def _in_vhost(item: Mapping[str, Any], vhost: str) -> bool:
     return item.get("vhost", vhost) == vhost
 
 
-def _policies(data: Mapping[str, Any], vhost: str, result: LoadResult) -> list[_Policy]:
-    policies: list[_Policy] = []
+def _load_policies(vhost: VirtualHost, data: Mapping[str, Any], name_filter: str,
+                   now_ms: int, result: LoadResult) -> None:
+    """Policies (the `policies` list) and operator policies (parameters of component
+    operator_policy, as RabbitMQ exports them), validated as the HTTP API does."""
+    found: list[tuple[Mapping[str, Any], Mapping[str, Any], bool]] = []
     for item in data.get("policies") or []:
-        if not isinstance(item, Mapping) or not _in_vhost(item, vhost):
-            continue
+        if isinstance(item, Mapping) and _in_vhost(item, name_filter):
+            found.append((item, item, False))
+    for item in data.get("parameters") or []:
+        if (isinstance(item, Mapping) and _in_vhost(item, name_filter)
+                and item.get("component") == "operator_policy" and isinstance(item.get("value"), Mapping)):
+            found.append((item, item["value"], True))
+    for item, body, operator in found:
+        name = str(item.get("name", ""))
         try:
-            pattern = re.compile(str(item.get("pattern", "")))
-        except re.error as error:
-            result.warnings.append(f"policy {item.get('name')!r}: bad pattern ({error})")
+            policy = parse_policy(vhost.name, name, body, operator=operator)
+        except PolicyError as error:
+            kind = "operator policy" if operator else "policy"
+            result.warnings.append(f"{kind} {name!r}: {error.reason.strip()}")
             continue
-        policies.append(_Policy(
-            name=str(item.get("name", "")),
-            pattern=pattern,
-            apply_to=str(item.get("apply-to", "all")),
-            priority=int(item.get("priority", 0) or 0),
-            definition=item.get("definition") or {},
-        ))
-    # Highest priority first; RabbitMQ breaks ties by name.
-    policies.sort(key=lambda p: (-p.priority, p.name))
-    return policies
-
-
-def _policy_for(policies: list[_Policy], name: str, kind: str) -> _Policy | None:
-    return next((p for p in policies if p.applies(name, kind)), None)
-
-
-def _queue_arguments(arguments: dict[str, Any], policy: _Policy | None) -> dict[str, Any]:
-    if policy is None:
-        return arguments
-    merged = dict(arguments)
-    for key, (argument, smaller_wins) in _QUEUE_POLICY_KEYS.items():
-        if key not in policy.definition:
-            continue
-        value = policy.definition[key]
-        if argument not in merged:
-            merged[argument] = value
-        elif smaller_wins and isinstance(value, int) and isinstance(merged[argument], int):
-            merged[argument] = min(value, merged[argument])
-    return merged
+        vhost.set_policy(policy, now_ms, operator=operator)
+        result.policies += 1
 
 
 def load_definitions(
@@ -142,7 +100,7 @@ def load_definitions(
                 vhost.limits = VhostLimits.from_json(value)
             except ValueError as error:
                 result.warnings.append(f"vhost limits of {name_filter!r}: {error}")
-    policies = _policies(data, name_filter, result)
+    _load_policies(vhost, data, name_filter, now_ms, result)
     for item in data.get("exchanges") or []:
         if not isinstance(item, Mapping) or not _in_vhost(item, name_filter):
             continue
@@ -150,11 +108,6 @@ def load_definitions(
         if not name or name.startswith("amq."):
             continue  # predeclared
         arguments = dict(item.get("arguments") or {})
-        policy = _policy_for(policies, name, "exchanges")
-        if policy is not None:
-            for key, argument in _EXCHANGE_POLICY_KEYS.items():
-                if key in policy.definition and argument not in arguments:
-                    arguments[argument] = policy.definition[key]
         try:
             vhost.declare_exchange(
                 name, str(item.get("type", "direct")),
@@ -170,8 +123,7 @@ def load_definitions(
         if not isinstance(item, Mapping) or not _in_vhost(item, name_filter):
             continue
         name = str(item.get("name", ""))
-        arguments = _queue_arguments(dict(item.get("arguments") or {}),
-                                     _policy_for(policies, name, "queues"))
+        arguments = dict(item.get("arguments") or {})
         try:
             vhost.declare_queue(
                 name, durable=bool(item.get("durable", True)),
@@ -265,9 +217,13 @@ def export_definitions(vhost: VirtualHost) -> dict[str, Any]:
             {"value": limits, "vhost": vhost.name, "component": "vhost-limits", "name": "limits"}
             for limits in (vhost.limits.to_json(),)
             if limits
+        ] + [
+            {"value": policy.to_parameter_value(), "vhost": vhost.name,
+             "component": "operator_policy", "name": policy.name}
+            for policy in vhost.policies.listed(operator=True)
         ],
         "global_parameters": [],
-        "policies": [],
+        "policies": [policy.to_json() for policy in vhost.policies.listed()],
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,

@@ -27,6 +27,7 @@ from pamqp import exceptions
 
 from leveret.bindings.model import Binding, Destination
 from leveret.broker.limits import NO_VHOST_LIMITS
+from leveret.broker.policies import Policy, PolicySet, effective_definition
 from leveret.exchanges import base
 from leveret.exchanges.base import Exchange
 from leveret.exchanges.delayed import DELAYED, DelayedMessage, DelayedMessages, delay_of, released
@@ -121,6 +122,7 @@ class VirtualHost:
         self.queues: dict[str, Queue] = {}
         self.limits = NO_VHOST_LIMITS  # max-connections (checked by the frontend), max-queues
         self._bindings_to: dict[Destination, set[Binding]] = {}
+        self.policies = PolicySet()  # policies and operator policies (leveret.broker.policies)
         self.observers: dict[Queue, set[QueueObserver]] = {}
         self.dead_letter_log: list[DeadLetterEvent] | None = None  # set to a list to record
         # Called with (queue name, message, now) for every message a queue accepts
@@ -211,6 +213,8 @@ class VirtualHost:
             name, kind, durable=durable, auto_delete=auto_delete, internal=internal, arguments=received
         )
         self.exchanges[name] = exchange
+        if self.policies:
+            self._apply_exchange_policy(exchange)
         if durable and self.journal is not None:
             self.journal.exchange_declared(self.name, exchange)
         return exchange
@@ -335,6 +339,8 @@ class VirtualHost:
             now_ms=now_ms,
         )
         self.queues[name] = queue
+        if self.policies:
+            self._apply_queue_policy(queue, now_ms)  # empty yet: nothing to drop
         self.queues_created += 1
         if durable and self.journal is not None:
             self.journal.queue_declared(self.name, queue)
@@ -415,6 +421,49 @@ class VirtualHost:
         """A connection went away: its exclusive queues go with it."""
         for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
             self._remove_queue(queue, "owner_closed")
+
+    # ---------------------------------------------------------- policies
+    def set_policy(self, policy: Policy, now_ms: int, *, operator: bool = False) -> None:
+        """Add or replace a (validated) policy; every exchange and queue it now
+        concerns changes at once (rabbit_policy:update_matched_objects)."""
+        self.policies.table(operator)[policy.name] = policy
+        if self.journal is not None:
+            self.journal.policy_set(self.name, policy, operator)
+        self._reapply_policies(now_ms)
+
+    def clear_policy(self, name: str, now_ms: int, *, operator: bool = False) -> bool:
+        """False when there is no such policy."""
+        if self.policies.table(operator).pop(name, None) is None:
+            return False
+        if self.journal is not None:
+            self.journal.policy_cleared(self.name, name, operator)
+        self._reapply_policies(now_ms)
+        return True
+
+    def _apply_exchange_policy(self, exchange: Exchange) -> None:
+        policy, operator = self.policies.match("exchange", exchange.name)
+        names = (policy and policy.name, operator and operator.name)
+        definition = effective_definition(policy, operator)
+        if (exchange.policy, exchange.operator_policy, exchange.policy_definition) != (*names, definition):
+            exchange.apply_policy(*names, definition)
+
+    def _apply_queue_policy(self, queue: Queue, now_ms: int) -> list[DeadLetter]:
+        policy, operator = self.policies.match("queue", queue.name, queue.args.queue_type)
+        names = (policy and policy.name, operator and operator.name)
+        definition = effective_definition(policy, operator)
+        if (queue.policy, queue.operator_policy, queue.policy_definition) == (*names, definition):
+            return []
+        return queue.apply_policy(*names, definition, now_ms)
+
+    def _reapply_policies(self, now_ms: int) -> None:
+        for exchange in list(self.exchanges.values()):
+            self._apply_exchange_policy(exchange)
+        for queue in list(self.queues.values()):
+            dead = self._apply_queue_policy(queue, now_ms)
+            if queue.args.message_ttl is not None or queue.args.expires is not None:
+                self._timed.add(queue)
+            if dead:
+                self.dead_letter(dead, now_ms)
 
     # ---------------------------------------------------------- bindings
     def bind(

@@ -5,6 +5,8 @@
     leveret ctl delete queue|exchange NAME [--if-empty] [--if-unused]
     leveret ctl export FILE            (- for stdout)
     leveret ctl import FILE            (- for stdin)
+    leveret ctl set_policy|clear_policy|list_policies ...            (leveret.management.ctl_policies)
+    leveret ctl set_operator_policy|clear_operator_policy|list_operator_policies ...
 
 Every command takes `--url` (default $LEVERET_MANAGEMENT_URL or
 http://127.0.0.1:15672), `--user`/`--password` (guest/guest) and `--vhost`
@@ -16,71 +18,20 @@ leveret/cli.py finds this module and calls `add_subcommands(subparsers)`.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-DEFAULT_URL = "http://127.0.0.1:15672"
+from leveret.management import ctl_policies
+from leveret.management.ctl_client import DEFAULT_URL, EXIT_FAILED, EXIT_OK, Client, CtlError, run
+
+__all__ = ["DEFAULT_URL", "EXIT_FAILED", "EXIT_OK", "Client", "CtlError", "add_subcommands"]
+
 LISTABLE = ("queues", "exchanges", "bindings", "connections", "channels", "consumers")
-
-
-class CtlError(Exception):
-    """A failure to report in one line (exit status 1)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    """A minimal client of the management API (urllib: no dependency)."""
-
-    url: str
-    user: str
-    password: str
-    timeout: float = 10.0
-
-    def request(self, method: str, path: str, body: Any = None, *, missing: str | None = None) -> Any:
-        """The decoded JSON answer; `missing` is the error text for a 404."""
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-        headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as error:
-            if error.code == 404 and missing is not None:
-                raise CtlError(missing) from None
-            raise CtlError(_http_error(error, path)) from None
-        except urllib.error.URLError as error:
-            reason = getattr(error.reason, "strerror", None) or str(error.reason)
-            raise CtlError(f"cannot reach the management API at {self.url}: {str(reason).lower()}") from None
-        except OSError as error:
-            raise CtlError(f"cannot reach the management API at {self.url}: {error}") from None
-        return json.loads(payload) if payload.strip() else None
-
-
-def _http_error(error: urllib.error.HTTPError, path: str) -> str:
-    try:
-        detail = json.loads(error.read() or b"{}")
-    except ValueError:
-        detail = {}
-    reason = detail.get("reason") if isinstance(detail, dict) else None
-    if error.code == 401:
-        return f"not authorised: {reason or 'login failed'}"
-    if error.code == 404:
-        return f"not found: {path}"
-    return f"HTTP {error.code}: {reason or error.reason}"
 
 
 def _vhost(name: str) -> str:
@@ -132,6 +83,8 @@ def add_subcommands(subparsers: Any) -> None:
     load.add_argument("--only-vhost", action="store_true", help="load into --vhost (a one-vhost export)")
     load.set_defaults(func=import_main)
 
+    ctl_policies.add_verbs(actions, common)
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
@@ -143,11 +96,7 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    try:
-        return action(args)
-    except CtlError as error:
-        print(f"leveret ctl: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    return run(action, args)
 
 
 def list_main(args: argparse.Namespace) -> int:

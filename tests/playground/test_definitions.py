@@ -71,16 +71,46 @@ def test_load_declares_the_vhosts_topology_and_warns_about_what_it_refused() -> 
     assert binding_warning == "binding 'nope' -> queue 'lost': no exchange 'nope' in vhost '/'"
     # the rest of the text is the queue module's (RabbitMQ's) explanation
     assert queue_warning.startswith("queue 'bad': invalid arg 'x-max-length' for queue 'bad'")
-    assert str(result) == "3 exchanges, 3 queues, 4 bindings (2 warnings)"
+    assert str(result) == "3 exchanges, 3 queues, 4 bindings, 2 policies (2 warnings)"
 
 
-def test_policies_become_arguments_the_queues_own_limit_wins_when_smaller() -> None:
+def test_policies_stay_policies_and_queues_keep_their_own_arguments() -> None:
     vhost = fresh()
-    load_definitions(vhost, EXPORT)
-    assert vhost.queues["orders.eu"].arguments == {"x-message-ttl": 30000, "x-dead-letter-exchange": "dlx"}
-    assert vhost.queues["orders.us"].arguments == {"x-message-ttl": 60000, "x-dead-letter-exchange": "dlx"}
-    assert vhost.queues["lost"].arguments == {}
+    result = load_definitions(vhost, EXPORT)
+    assert result.policies == 2
+    eu, us, lost = (vhost.queues[name] for name in ("orders.eu", "orders.us", "lost"))
+    assert eu.arguments == {"x-message-ttl": 30000}
+    assert us.arguments == {} and lost.arguments == {}
+    assert (us.policy, us.policy_definition) == ("dlx-all", {"dead-letter-exchange": "dlx", "message-ttl": 60000})
+    # what the queues act on: the smaller TTL wins, the DLX comes from the policy
+    assert (eu.args.message_ttl, eu.args.dead_letter_exchange) == (30000, "dlx")
+    assert (us.args.message_ttl, us.args.dead_letter_exchange) == (60000, "dlx")
+    assert lost.policy is None and lost.args.dead_letter_exchange is None
     assert vhost.exchanges["events"].alternate_exchange == "unrouted"
+    assert vhost.exchanges["events"].arguments == {}
+    # the application's own plain re-declare is equivalent
+    vhost.declare_queue("orders.us", durable=True)
+    exported = export_definitions(vhost)
+    assert exported["policies"] == [
+        {"vhost": "/", "name": "dlx-all", "pattern": "^orders\\.", "apply-to": "queues",
+         "definition": {"dead-letter-exchange": "dlx", "message-ttl": 60000}, "priority": 0},
+        {"vhost": "/", "name": "ae", "pattern": "^events$", "apply-to": "exchanges",
+         "definition": {"alternate-exchange": "unrouted"}, "priority": 1},
+    ]
+
+
+def test_operator_policies_travel_as_parameters_and_bad_policies_warn() -> None:
+    vhost = fresh()
+    data = {"parameters": [{"vhost": "/", "component": "operator_policy", "name": "cap", "value": {
+        "pattern": ".*", "definition": {"max-length": 100}, "priority": 0, "apply-to": "queues"}}],
+        "policies": [{"vhost": "/", "name": "bad", "pattern": "(", "definition": {"message-ttl": 1},
+                      "priority": 0, "apply-to": "all"}],
+        "queues": [{"name": "q", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}]}
+    result = load_definitions(vhost, data)
+    assert result.warnings == [
+        "policy 'bad': Validation failed\n\npattern should be regular expression but is invalid: {\"missing )\",1}"]
+    assert vhost.queues["q"].operator_policy == "cap" and vhost.queues["q"].args.max_length == 100
+    assert export_definitions(vhost)["parameters"] == data["parameters"]
 
 
 def test_loaded_topology_routes() -> None:
