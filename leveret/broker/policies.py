@@ -154,7 +154,7 @@ def _is_int(value: Any) -> bool:
 
 def _key_error(key: str, value: Any) -> str | None:
     """rabbit_policies:validate_policy0 for one key (None: valid)."""
-    def unless(ok: bool, template: str) -> str | None:
+    def unless(ok: Any, template: str) -> str | None:
         return None if ok else format_error(template, value)
 
     if key == "alternate-exchange":
@@ -214,8 +214,9 @@ def _ha_error(definition: Mapping[str, Any]) -> str | None:
         return format_error("~p is not a valid ha-mode value", mode)
     if mode == "all" and "ha-params" in definition:
         return 'ha-mode="all" does not take parameters'
-    if mode == "exactly" and not (_is_int(params) and params > 0):
-        return 'ha-mode="exactly" takes an integer, ' + ("none" if params is None else format_error("~p", params)) + " given"
+    if mode == "exactly" and not (isinstance(params, int) and not isinstance(params, bool) and params > 0):
+        given = "none" if params is None else format_error("~p", params)
+        return f'ha-mode="exactly" takes an integer, {given} given'
     if mode == "nodes":
         if not isinstance(params, list):
             given = "none" if params is None else format_error("~p", params)

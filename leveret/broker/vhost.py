@@ -442,14 +442,14 @@ class VirtualHost:
 
     def _apply_exchange_policy(self, exchange: Exchange) -> None:
         policy, operator = self.policies.match("exchange", exchange.name)
-        names = (policy and policy.name, operator and operator.name)
+        names = _names(policy, operator)
         definition = effective_definition(policy, operator)
         if (exchange.policy, exchange.operator_policy, exchange.policy_definition) != (*names, definition):
             exchange.apply_policy(*names, definition)
 
     def _apply_queue_policy(self, queue: Queue, now_ms: int) -> list[DeadLetter]:
         policy, operator = self.policies.match("queue", queue.name, queue.args.queue_type)
-        names = (policy and policy.name, operator and operator.name)
+        names = _names(policy, operator)
         definition = effective_definition(policy, operator)
         if (queue.policy, queue.operator_policy, queue.policy_definition) == (*names, definition):
             return []
@@ -784,6 +784,10 @@ class VirtualHost:
                 expiry = queue.expiry_deadline()
                 if expiry is not None and expiry <= now_ms:
                     self._remove_queue(queue, "expired")
+
+
+def _names(policy: Policy | None, operator: Policy | None) -> tuple[str | None, str | None]:
+    return (None if policy is None else policy.name, None if operator is None else operator.name)
 
 
 def _typed_value(table: Mapping[str, Any], name: str) -> str:

@@ -21,6 +21,9 @@ default exchange):
     GET    /api/connections[/NAME]  DELETE /api/connections/NAME (X-Reason header)
     GET    /api/channels[/NAME]  /api/consumers[/VHOST]
     GET    /api/definitions[/VHOST]  POST /api/definitions[/VHOST]
+    GET    /api/policies[/VHOST[/NAME]]  PUT/DELETE /api/policies/VHOST/NAME
+    GET    /api/operator-policies[/VHOST[/NAME]]  PUT/DELETE /api/operator-policies/VHOST/NAME
+           (leveret.management.policies_api)
 
 Lists take RabbitMQ's query parameters: `columns=name,message_stats.publish`,
 `sort=messages&sort_reverse=true`, `name=...&use_regex=true`, and `page` /
@@ -54,6 +57,7 @@ from leveret.management.core import (
     process_memory_bytes,
 )
 from leveret.management.http import Request, Response
+from leveret.management.policies_api import Answer, PolicyEndpoints
 from leveret.queues.queue import Queue
 from leveret.version import RABBITMQ_VERSION, __version__
 
@@ -153,6 +157,25 @@ class Api:
             ("GET", ("definitions", "*"), lambda r, v: self.definitions(self._vhost(v))),
             ("POST", ("definitions",), lambda r: self.import_definitions(r, None)),
             ("POST", ("definitions", "*"), lambda r, v: self.import_definitions(r, self._vhost(v))),
+        ]
+        self.policy_endpoints = PolicyEndpoints(management.broker, self._call)
+        for segment, operator in (("policies", False), ("operator-policies", True)):
+            self._routes.extend(self._policy_routes(segment, operator))
+
+    def _policy_routes(self, segment: str, operator: bool) -> list[tuple[str, tuple[str, ...], Callable[..., Any]]]:
+        endpoints = self.policy_endpoints
+
+        def who() -> tuple[str, tuple[str, ...]]:
+            return self._user.name, tuple(self._user.tags)
+
+        return [
+            ("GET", (segment,), lambda r: _answer(endpoints.list(*who(), None, operator=operator))),
+            ("GET", (segment, "*"), lambda r, v: _answer(endpoints.list(*who(), v, operator=operator))),
+            ("GET", (segment, "*", "*"), lambda r, v, n: _answer(endpoints.get(*who(), v, n, operator=operator))),
+            ("PUT", (segment, "*", "*"),
+             lambda r, v, n: _answer(endpoints.put(*who(), v, n, r.body, operator=operator))),
+            ("DELETE", (segment, "*", "*"),
+             lambda r, v, n: _answer(endpoints.delete(*who(), v, n, operator=operator))),
         ]
 
     # ---------------------------------------------------------- dispatch
@@ -393,7 +416,7 @@ class Api:
             "auto_delete": queue.auto_delete,
             "consumers": queue.consumer_count,
             "durable": queue.durable,
-            "effective_policy_definition": {},
+            "effective_policy_definition": json_value(queue.policy_definition or {}),
             "exclusive": queue.is_exclusive,
             "exclusive_consumer_tag": exclusive_consumer.consumer_tag if exclusive_consumer is not None else None,
             "head_message_timestamp": None,
@@ -412,8 +435,8 @@ class Api:
             "messages_unacknowledged_ram": unacked,
             "name": queue.name,
             "node": m.node,
-            "operator_policy": None,
-            "policy": None,
+            "operator_policy": queue.operator_policy,
+            "policy": queue.policy,
             "recoverable_slaves": None,
             "single_active_consumer_tag": active.consumer_tag if active is not None else None,
             "state": "running",
@@ -481,6 +504,8 @@ class Api:
             "type": exchange.type_name,
             "vhost": vhost.name,
         }
+        if exchange.policy is not None:
+            info["policy"] = exchange.policy  # RabbitMQ shows the field only when one applies
         if exchange.name == "" or exchange.name.startswith("amq."):
             info["user_who_performed_action"] = "rmq-internal"
         return info
@@ -681,9 +706,9 @@ class Api:
             "product_name": "leveret", "product_version": __version__,
             **self.m.broker.access.export(),
             "vhosts": [{"name": v.name} for v in self.m.vhosts()],
-            "global_parameters": [], "policies": [],
+            "global_parameters": [],
         }
-        for key in ("parameters", "queues", "exchanges", "bindings"):
+        for key in ("parameters", "policies", "queues", "exchanges", "bindings"):
             merged[key] = [item for export in exports for item in export[key]]
         return merged
 
@@ -708,6 +733,12 @@ class Api:
         if warnings:
             raise bad_request("; ".join(warnings))
         return Response(204)
+
+
+def _answer(answer: Answer) -> Response:
+    if answer.body is None:
+        return Response(answer.status)
+    return json_response(answer.status, answer.body)
 
 
 def _by_vhost(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from leveret.broker.policies import parse_policy
-
 from tests.core.core_support import FakeConsumer, World, error_of
 
 
