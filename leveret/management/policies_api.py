@@ -7,10 +7,12 @@
     DELETE /api/policies/VHOST/NAME         204; 404 if missing
     and the same under /api/operator-policies.
 
-Who may: listing needs access to the vhost (an administrator sees all); one
-policy, to read or change, needs `administrator`, or `policymaker` with access
-to its vhost (rabbit_mgmt_util:is_authorized_policies); operator policies need
-`administrator`. A refusal changes nothing. Answers are (status, JSON or None)
+Who may (rabbit_mgmt_util, probed on 3.10.8): nobody without a management tag
+("Not management user"); listing, of either kind, needs access to the vhost
+(an administrator sees all, a listing of every vhost leaves out the others);
+one policy, to read or change, needs `administrator`, or `policymaker` with
+access to its vhost; one operator policy needs `administrator`. A refusal
+changes nothing. Answers are (status, JSON or None)
 values; the HTTP layer writes them and, with a store, holds a 2xx until the
 change is on disk.
 """
@@ -35,8 +37,11 @@ class Answer:
     changed: bool = False  # the broker changed: durable before the client hears of it
 
 
+_MANAGEMENT_TAGS = frozenset({"management", "policymaker", "monitoring", "administrator"})
+
+
 def _refused(reason: str) -> Answer:
-    return Answer(401, {"error": "not_authorized", "reason": reason})
+    return Answer(401, {"error": "not_authorised", "reason": reason})  # sic: RabbitMQ's spelling
 
 
 def _escape(text: str) -> str:
@@ -62,8 +67,8 @@ class PolicyEndpoints:
 
     # -------------------------------------------------------------- answers
     def list(self, user: str, tags: tuple[str, ...], vhost: str | None, *, operator: bool = False) -> Answer:
-        if operator and "administrator" not in tags:
-            return _refused("Not administrator user")
+        if _MANAGEMENT_TAGS.isdisjoint(tags):
+            return _refused("Not management user")
         if vhost is not None:
             # cowboy_rest asks is_authorized before resource_exists
             if not self._may_see(user, tags, vhost):
@@ -128,6 +133,8 @@ class PolicyEndpoints:
         return Answer(204, changed=True)
 
     def _check(self, user: str, tags: tuple[str, ...], vhost: str, operator: bool) -> Answer | None:
+        if _MANAGEMENT_TAGS.isdisjoint(tags):
+            return _refused("Not management user")
         if self._may_manage(user, tags, vhost, operator):
             return None
         return _refused("Not administrator user" if operator else "User not authorised to access object")

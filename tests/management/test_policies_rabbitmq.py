@@ -371,3 +371,56 @@ def test_definitions_with_a_bob_policy_plain_redeclare_and_round_trip(rabbitmq: 
             for p in relabel["parameters"] if p["component"] == "operator_policy"]
     finally:
         theirs.close()
+
+
+def test_tag_rules_for_policies_as_rabbitmq_enforces_them(rabbitmq: Http, leveret: ManagementServer) -> None:
+    """management, policymaker (with and without access to the vhost) and a tag-less
+    user, each asking for every policy endpoint: the same status and body on both."""
+    thread = leveret.broker_thread
+    assert thread is not None
+    base = unique("tags")
+    users = {f"{base}-mgmt": "management", f"{base}-pm": "policymaker", f"{base}-none": "",
+             f"{base}-pm-noperm": "policymaker"}
+    ours = Http(leveret.url)
+    policy = f"{base}-p"
+
+    def add_ours() -> None:
+        for name, tags in users.items():
+            thread.broker.access.add_user(name, "pw", tags=[t for t in tags.split(",") if t])
+            if not name.endswith("noperm"):
+                thread.broker.access.set_permissions(name, "/")
+
+    thread.call(lambda _: add_ours())
+    made = []
+    try:
+        for name, tags in users.items():
+            made.append(f"/api/users/{name}")
+            rabbitmq.request("PUT", f"/api/users/{name}", {"password": "pw", "tags": tags})
+            if not name.endswith("noperm"):
+                rabbitmq.request("PUT", f"/api/permissions/%2F/{name}", {"configure": ".*", "write": ".*", "read": ".*"})
+        body = {"pattern": f"^{base}", "definition": {"max-length": 1}}
+        for http in (rabbitmq, ours):
+            assert http.request("PUT", f"/api/policies/%2F/{policy}", body).status == 201
+        made.append(f"/api/policies/%2F/{policy}")
+        requests = [("GET", "/api/policies/%2F", None), ("GET", f"/api/policies/%2F/{policy}", None),
+                    ("PUT", f"/api/policies/%2F/{base}-new", body), ("DELETE", f"/api/policies/%2F/{base}-new", None),
+                    ("GET", "/api/operator-policies/%2F", None),
+                    ("PUT", f"/api/operator-policies/%2F/{base}-op", body),
+                    ("GET", f"/api/operator-policies/%2F/{base}-op", None)]
+        answers: list[list[Any]] = [[], []]
+        for side, http in enumerate((rabbitmq, ours)):
+            for user in users:
+                for method, path, payload in requests:
+                    reply = http.request(method, path, payload, user=user, password="pw")
+                    listed = reply.json if reply.body else None
+                    if method == "GET" and path.endswith("%2F") and reply.status == 200:
+                        listed = [p["name"] for p in listed if p["name"].startswith(base)]
+                    answers[side].append((user, method, path, reply.status, listed))
+            http.request("DELETE", f"/api/policies/%2F/{base}-new")
+            http.request("DELETE", f"/api/operator-policies/%2F/{base}-op")
+        assert answers[0] == answers[1]
+        assert (f"{base}-pm", "PUT", f"/api/policies/%2F/{base}-new", 201, None) in answers[1]
+    finally:
+        for path in reversed(made):
+            rabbitmq.request("DELETE", path)
+        ours.request("DELETE", f"/api/policies/%2F/{policy}")
