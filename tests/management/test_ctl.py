@@ -135,3 +135,29 @@ def test_import_a_file_that_is_not_json(ctl: Ctl, tmp_path: Path) -> None:
     status, _, err = ctl("import", str(bad))
 
     assert status == 1 and err.startswith(f"leveret ctl: {bad} is not JSON:")
+
+
+def test_policy_verbs_as_rabbitmqctl_names_them(ctl: Ctl, http: Http, connection: pika.BlockingConnection) -> None:
+    connection.channel().queue_declare("work.a")
+    status, out, err = ctl("set_policy", "--priority", "2", "--apply-to", "queues", "cap", "^work\\.",
+                           '{"max-length": 5}')
+    assert (status, err) == (0, "")
+    assert out == 'Setting policy "cap" for pattern "^work\\." to "{"max-length": 5}" with priority "2" for vhost "/" ...\n'
+    assert http.get("/api/queues/%2F/work.a")["policy"] == "cap"
+    status, out, _ = ctl("list_policies")
+    assert out.splitlines() == ['Listing policies for vhost "/" ...', "vhost\tname\tpattern\tapply-to\tdefinition\tpriority",
+                                '/\tcap\t^work\\.\tqueues\t{"max-length":5}\t2']
+    status, out, err = ctl("set_policy", "bad", "(", '{"message-ttl": -1}')
+    assert status == 1
+    assert err == ("leveret ctl: HTTP 400: Validation failed\n\n-1 is not a valid message TTL\n"
+                   'pattern should be regular expression but is invalid: {"missing )",1}\n')
+    status, out, err = ctl("set_operator_policy", "--apply-to", "queues", "op", ".*", '{"max-length": 3}')
+    assert status == 0 and out.startswith('Setting operator policy override "op" for pattern ".*"')
+    assert http.get("/api/queues/%2F/work.a")["effective_policy_definition"] == {"max-length": 3}
+    assert ctl("list_operator_policies", "--no-table-headers")[1].splitlines()[1:] == [
+        '/\top\t.*\tqueues\t{"max-length":3}\t0']
+    assert ctl("clear_operator_policy", "op")[:2] == (0, 'Clearing operator policy "op" on vhost "/" ...\n')
+    assert ctl("clear_policy", "cap")[:2] == (0, 'Clearing policy "cap" on vhost "/" ...\n')
+    assert ctl("clear_policy", "cap")[0] == 1
+    assert http.get("/api/queues/%2F/work.a")["policy"] is None
+    assert ctl("set_policy", "p", "x", "{not json")[2].startswith("leveret ctl: JSON decoding error")
