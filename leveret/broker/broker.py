@@ -85,7 +85,7 @@ class Broker:
         definitions = store.definitions()
         # A vhost made at run time (not in --definitions) comes back with its durable
         # topology; made before `self.store` is set, add_vhost does not attach it twice.
-        for kind in ("exchanges", "queues", "bindings"):
+        for kind in ("exchanges", "queues", "bindings", "policies", "parameters"):
             for item in definitions[kind]:
                 self.add_vhost(item["vhost"])
         self.store = store

@@ -12,9 +12,8 @@ Who may (rabbit_mgmt_util, probed on 3.10.8): nobody without a management tag
 (an administrator sees all, a listing of every vhost leaves out the others);
 one policy, to read or change, needs `administrator`, or `policymaker` with
 access to its vhost; one operator policy needs `administrator`. A refusal
-changes nothing. Answers are (status, JSON or None)
-values; the HTTP layer writes them and, with a store, holds a 2xx until the
-change is on disk.
+changes nothing. Answers are (status, JSON or None) values for the HTTP layer
+to write; with a store, a change is in its journal before the answer.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ NOT_FOUND = {"error": "Object Not Found", "reason": "Not Found"}
 class Answer:
     status: int
     body: Any = None  # JSON-able, or None for no body
-    changed: bool = False  # the broker changed: durable before the client hears of it
 
 
 _MANAGEMENT_TAGS = frozenset({"management", "policymaker", "monitoring", "administrator"})
@@ -120,7 +118,8 @@ class PolicyEndpoints:
         if existed and table[name] == policy:
             return Answer(204)  # RabbitMQ's {old, Term}: nothing to do
         self.run(lambda: host.set_policy(policy, self.broker.now_ms(), operator=operator))
-        return Answer(204 if existed else 201, changed=True)
+        self._written()
+        return Answer(204 if existed else 201)
 
     def delete(self, user: str, tags: tuple[str, ...], vhost: str, name: str, *, operator: bool = False) -> Answer:
         refusal = self._check(user, tags, vhost, operator)
@@ -130,7 +129,15 @@ class PolicyEndpoints:
         if host is None or name not in host.policies.table(operator):
             return Answer(404, NOT_FOUND)
         self.run(lambda: host.clear_policy(name, self.broker.now_ms(), operator=operator))
-        return Answer(204, changed=True)
+        self._written()
+        return Answer(204)
+
+    def _written(self) -> None:
+        """The change's journal records reach the page cache before the 2xx leaves,
+        as AMQP replies do (leveret.server.shell): a kill -9 cannot forget it."""
+        store = self.broker.store
+        if store is not None and store.write_pending:
+            store.write_through()
 
     def _check(self, user: str, tags: tuple[str, ...], vhost: str, operator: bool) -> Answer | None:
         if _MANAGEMENT_TAGS.isdisjoint(tags):

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import json
 import logging
 import os
 import struct
@@ -125,6 +126,7 @@ _EXCHANGE, _EXCHANGE_DELETED = 0x58, 0x78  # X x
 _QUEUE, _QUEUE_DELETED = 0x51, 0x71  # Q q
 _BINDING, _UNBINDING = 0x42, 0x62  # B b
 _DELAY_QUEUE = 0x44  # D: the qid that holds a vhost's delayed messages (x-delayed-message)
+_POLICY, _POLICY_CLEARED = 0x50, 0x70  # P p: vhost, name, operator flag, the value as JSON
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -178,6 +180,12 @@ class DelayedLike(Protocol):
     def message(self) -> Message: ...
 
 
+class PolicyLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    def to_parameter_value(self) -> dict[str, Any]: ...
+
+
 class TopologyJournal(Protocol):
     """What a VirtualHost tells about durable topology (leveret.broker.vhost calls it)."""
 
@@ -191,6 +199,8 @@ class TopologyJournal(Protocol):
     def delayed(self, vhost: str, entry: DelayedLike) -> None: ...
     def released(self, vhost: str, entry: DelayedLike) -> None: ...
     def recovered_delayed(self, vhost: str) -> list[Entry]: ...
+    def policy_set(self, vhost: str, policy: PolicyLike, operator: bool) -> None: ...
+    def policy_cleared(self, vhost: str, name: str, operator: bool) -> None: ...
 
 
 @dataclass(slots=True)
@@ -439,6 +449,7 @@ class Store:
         self._queues: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._bindings: dict[bytes, bytes] = {}
         self._delay_queues: dict[str, tuple[int, bytes]] = {}  # vhost -> (qid, record)
+        self._policies: dict[tuple[str, bool, str], bytes] = {}  # (vhost, operator, name) -> record
         self._delay_logs: dict[str, _QueueLog] = {}
         self._topology_records = 0  # records in topology.log, to know when to compact it
         self._topology_snapshot: bytes | None = None  # for the writer to put in place
@@ -589,6 +600,10 @@ class Store:
                     qid = _U32.unpack(values[1])[0]
                     self._delay_queues[_str(values[0])] = (qid, record)
                     self._next_qid = max(self._next_qid, qid + 1)
+                elif kind == _POLICY:
+                    self._policies[(_str(values[0]), values[2] == b"\x01", _str(values[1]))] = record
+                elif kind == _POLICY_CLEARED:
+                    self._policies.pop((_str(values[0]), values[2] == b"\x01", _str(values[1])), None)
             except (IndexError, struct.error):
                 _dropped(self.report, f"topology.log: malformed record of type {kind:#x}")
 
@@ -709,7 +724,20 @@ class Store:
                 "destination_type": _str(kind), "routing_key": _str(key),
                 "arguments": decode_table_plain(args),
             })
-        return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
+        policies: list[dict[str, Any]] = []
+        parameters: list[dict[str, Any]] = []
+        for (host, operator, policy), record in self._policies.items():
+            try:
+                value = json.loads(_unfields(record)[3])
+            except ValueError:
+                _dropped(self.report, f"topology.log: unreadable policy {policy!r} in vhost {host!r}")
+                continue
+            if operator:
+                parameters.append({"value": value, "vhost": host, "component": "operator_policy", "name": policy})
+            else:
+                policies.append({"vhost": host, "name": policy, **value})
+        return {"exchanges": exchanges, "queues": queues, "bindings": bindings,
+                "policies": policies, "parameters": parameters}
 
     def attach_queue(self, vhost: str, queue: Queue, now_ms: int) -> list[DeadLetter]:
         """Journal a durable queue from now on and give it back its recovered
@@ -748,7 +776,7 @@ class Store:
         swaps the files. Records appended after it are framed for the new file."""
         salt = int.from_bytes(os.urandom(4), "little")
         records = [*self._exchanges.values(), *(r for _, r in self._queues.values()), *self._bindings.values(),
-                   *(r for _, r in self._delay_queues.values())]
+                   *(r for _, r in self._delay_queues.values()), *self._policies.values()]
         snapshot = _HEADER.pack(_MAGIC_TOPOLOGY, salt) + b"".join(_frame(r, salt) for r in records)
         self._topology_records = len(records)
         with self._lock:  # pending records are framed for the old file, and in the snapshot already
@@ -815,6 +843,17 @@ class Store:
         if self._bindings.pop(record[1:], None) is not None:
             self._topology(record)
 
+    # -------------------------------------------------------------- policies
+    def policy_set(self, vhost: str, policy: PolicyLike, operator: bool) -> None:
+        value = json.dumps(policy.to_parameter_value(), separators=(",", ":")).encode("utf-8")
+        record = _fields(_POLICY, _text(vhost), _text(policy.name), bytes((operator,)), value)
+        self._policies[(vhost, operator, policy.name)] = record
+        self._topology(record)
+
+    def policy_cleared(self, vhost: str, name: str, operator: bool) -> None:
+        if self._policies.pop((vhost, operator, name), None) is not None:
+            self._topology(_fields(_POLICY_CLEARED, _text(vhost), _text(name), bytes((operator,))))
+
     # ------------------------------------------------------- delayed messages
     def delayed(self, vhost: str, entry: DelayedLike) -> None:
         """A persistent message waits on a durable x-delayed-message exchange: kept as an
@@ -849,7 +888,8 @@ class Store:
     def _topology(self, record: bytes) -> None:
         self._append(_TOPOLOGY_KEY, record, True, True)
         self._topology_records += 1
-        live = len(self._exchanges) + len(self._queues) + len(self._bindings) + len(self._delay_queues)
+        live = (len(self._exchanges) + len(self._queues) + len(self._bindings) + len(self._delay_queues)
+                + len(self._policies))
         if self._topology_records > max(TOPOLOGY_COMPACT_MIN, 2 * live):
             self._compact_topology()  # declare/delete churn: the log is mostly history
 
