@@ -424,3 +424,65 @@ def test_tag_rules_for_policies_as_rabbitmq_enforces_them(rabbitmq: Http, levere
         for path in reversed(made):
             rabbitmq.request("DELETE", path)
         ours.request("DELETE", f"/api/policies/%2F/{policy}")
+
+
+def test_overflow_from_a_policy_wins_on_quorum_queues_only(sides: tuple[Side, Side]) -> None:
+    """rabbit_quorum_queue takes overflow from the policy over the argument;
+    rabbit_amqqueue_process keeps the argument."""
+    base = unique("overflow")
+    results = []
+    for side in sides:
+        queues = {"quorum": f"{base}.quorum", "classic": f"{base}.classic"}
+        for kind, name in queues.items():
+            side.channel.queue_declare(name, durable=True, arguments={
+                "x-queue-type": kind, "x-max-length": 2, "x-overflow": "drop-head"})
+            side.made.append((name, "queue"))
+        side.put(f"/api/policies/%2F/{base}", {"pattern": f"^{base}\\.", "definition": {"overflow": "reject-publish"}})
+        for name in queues.values():
+            settle(side, lambda s=side, n=name: s.queue_info(n).get("policy"), base)
+        confirming = side.connection.channel()
+        confirming.confirm_delivery()
+        outcome = {}
+        for kind, name in queues.items():
+            answers = []
+            for number in range(4):
+                try:
+                    confirming.basic_publish("", name, str(number).encode())
+                    answers.append("ack")
+                except pika.exceptions.NackError:
+                    answers.append("nack")
+            outcome[kind] = (answers, side.count(name))
+        confirming.close()
+        results.append(outcome)
+    assert results[0] == results[1]
+    assert results[1]["classic"] == (["ack"] * 4, 2)
+
+
+def test_a_changed_dead_letter_exchange_takes_the_next_dead_letter(sides: tuple[Side, Side]) -> None:
+    base = unique("dlx")
+    results = []
+    for side in sides:
+        for target in ("first", "second"):
+            side.exchange(f"{base}.{target}", "fanout")
+            side.queue(f"{base}.{target}.dead")
+            side.channel.queue_bind(f"{base}.{target}.dead", f"{base}.{target}")
+        queue = f"{base}.work"
+        side.queue(queue)
+        policy = f"/api/policies/%2F/{base}"
+        counts = []
+        for target in ("first", "second", None):
+            if target is None:
+                side.call("DELETE", policy)
+                settle(side, lambda s=side, q=queue: s.queue_info(q).get("policy"), None)
+            else:
+                side.put(policy, {"pattern": f"^{base}\\.work$", "definition": {
+                    "dead-letter-exchange": f"{base}.{target}"}})
+                settle(side, lambda s=side, q=queue: s.queue_info(q).get("effective_policy_definition"),
+                       {"dead-letter-exchange": f"{base}.{target}"})
+            side.publish("", queue, b"m")
+            method, _, _ = side.channel.basic_get(queue)
+            side.channel.basic_reject(method.delivery_tag, requeue=False)
+            counts.append(settle(side, lambda s=side: (s.count(f"{base}.first.dead"), s.count(f"{base}.second.dead")),
+                                 {"first": (1, 0), "second": (1, 1)}.get(target or "", (1, 1))))
+        results.append(counts)
+    assert results[0] == results[1] == [(1, 0), (1, 1), (1, 1)]
