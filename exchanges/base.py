@@ -72,7 +72,8 @@ class Exchange:
         self.policy, self.operator_policy = policy, operator_policy
         self.policy_definition = dict(definition) if definition else None
         own = _name(self.arguments.get("alternate-exchange"))
-        if own is None and definition:
+        if own is None and definition and self.name:
+            # The default exchange shows the policy but routes without it (3.10 as probed).
             own = _name(definition.get("alternate-exchange"))
         self.alternate_exchange = own
 

@@ -144,6 +144,11 @@ def test_alternate_exchange_from_a_policy_takes_the_next_unroutable_publish() ->
     world.vhost.clear_policy("ae", world.now)
     assert not world.publish("x", "nowhere", b"3").routed
     assert world.drain("unrouted") == [b"2"]
+    # the default exchange takes the policy's name, never its alternate exchange
+    set_policy(world, "all", "", {"alternate-exchange": "ae"}, apply_to="exchanges")
+    assert world.vhost.exchanges[""].policy == "all"
+    assert not world.publish("", "no-such-queue", b"4").routed
+    assert world.publish("amq.direct", "nothing", b"5").queues == ["unrouted"]
 
 
 def test_operator_policy_caps_below_the_policy_and_both_show() -> None:
