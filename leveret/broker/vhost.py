@@ -34,15 +34,16 @@ from leveret.exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
 from leveret.queues.arguments import (
     assert_equivalent,
     check_queue_properties,
+    check_server_named,
     describe,
     type_class,
     type_name,
     validate_queue_arguments,
 )
 from leveret.queues.dead_letter import cycle_free_queues, make_dead_letter
-from leveret.queues.dedup import DeduplicatingQueue, deduplicates
 from leveret.queues.message import Message
 from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
+from leveret.queues.types import queue_class
 from leveret.store.store import TopologyJournal
 
 # Importing the modules registers the built-in exchange types.
@@ -298,6 +299,7 @@ class VirtualHost:
             queue.touch(now_ms)
             return queue
         if not name:
+            check_server_named(arguments or {})
             name = self._server_named()
         elif name.startswith("amq."):
             raise exceptions.AMQPAccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
@@ -324,8 +326,7 @@ class VirtualHost:
             queue_type, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
             queue=name, vhost=self.name,
         )
-        queue_class = DeduplicatingQueue if deduplicates(received) else Queue
-        queue = queue_class(
+        queue = queue_class(queue_type, received)(
             name,
             self.name,
             durable=durable,
@@ -574,6 +575,7 @@ class VirtualHost:
                     self.dead_letter_log.append(DeadLetterEvent(
                         record.reason, record.queue, record.dead_letter_exchange, (), [], missing_exchange=True,
                     ))
+                self._undelivered_dead_letter(record, now_ms)
                 continue
             message = make_dead_letter(
                 record.message,
@@ -599,14 +601,24 @@ class VirtualHost:
                         record.reason, record.queue, exchange.name, message.routing_keys, names, cycles, message,
                     )
                 )
+            delivered = False
             for name in names:
                 queue = self.queues[name]
                 if message.properties.expiration is not None:
                     self._timed.add(queue)
                 accepted, more = queue.enqueue(message, now_ms)
+                delivered = delivered or accepted
                 if accepted and self.on_arrival is not None:
                     self.on_arrival(name, message, now_ms)
                 pending.extend(more)
+            if not delivered:
+                self._undelivered_dead_letter(record, now_ms)
+
+    def _undelivered_dead_letter(self, record: DeadLetter, now_ms: int) -> None:
+        """No queue took `record`: its queue may keep it to try again (quorum at-least-once)."""
+        source = self.queues.get(record.queue)
+        if source is not None and source.keep_dead_letter(record, now_ms):
+            self._timed.add(source)
 
     # ---------------------------------------------------------- consuming
     def consume(
@@ -662,8 +674,8 @@ class VirtualHost:
     def ack(self, queue: Queue, entries: list[Entry]) -> None:
         queue.ack(entries)
 
-    def requeue(self, queue: Queue, entries: list[Entry], now_ms: int) -> None:
-        dead = queue.requeue(entries, now_ms)
+    def requeue(self, queue: Queue, entries: list[Entry], now_ms: int, *, consumer_gone: bool = False) -> None:
+        dead = queue.requeue(entries, now_ms, consumer_gone=consumer_gone)
         if queue.next_deadline() is not None:
             self._timed.add(queue)  # a requeued message keeps its deadline
         if dead:

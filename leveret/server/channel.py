@@ -300,7 +300,7 @@ class Channel:
         # comes back here; the cancels after it do the rest (auto-delete, handover).
         for consumer in self.consumers.values():
             consumer.queue.remove_consumer(consumer, now)
-        self._requeue_all(now)
+        self._requeue_all(now, consumer_gone=True)
         for consumer in list(self.consumers.values()):
             self._drop_consumer(consumer, now)
         self.consumers.clear()
@@ -334,7 +334,9 @@ class Channel:
                 consumer.leaving = False
                 self.vhost.handover(consumer.queue, now)
 
-    def _requeue_all(self, now: int) -> None:
+    def _requeue_all(self, now: int, *, consumer_gone: bool = False) -> None:
+        """Everything unacked goes back: `consumer_gone` when the channel closes
+        (a quorum queue serves those first), else a basic.recover."""
         by_queue: dict[Queue, list[Entry]] = {}
         settled = []
         for queue, entry, consumer in self.unacked.values():
@@ -344,7 +346,7 @@ class Channel:
                 settled.append(consumer)
         self.unacked.clear()
         for queue, entries in by_queue.items():
-            self.vhost.requeue(queue, entries, now)
+            self.vhost.requeue(queue, entries, now, consumer_gone=consumer_gone)
         self._hand_over(settled, now)
 
     # ------------------------------------------------------------ exchange

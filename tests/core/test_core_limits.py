@@ -275,13 +275,13 @@ def test_quorum_publishers_stay_refused_until_the_queue_is_down_to_80_percent() 
 
 def test_quorum_publishers_are_refused_after_a_requeue_takes_the_queue_over() -> None:
     # Probed on 3.10.8: max 2; u1 taken, u3 and u4 accepted (u4 takes it over),
-    # u5 refused; u1 comes back and the queue holds four.
+    # u5 refused; u1 comes back (its channel closed: to the front) and the queue holds four.
     world = quorum(**{"x-max-length": 2, "x-overflow": "reject-publish"})
     publish_all(world, b"u1", b"u2")
     entry = world.get("q", no_ack=False)
     assert entry is not None
     assert publish_all(world, b"u3", b"u4", b"u5") == [False, False, True]
-    world.vhost.requeue(world.vhost.queues["q"], [entry], world.now)
+    world.vhost.requeue(world.vhost.queues["q"], [entry], world.now, consumer_gone=True)
     assert publish_all(world, b"u6") == [True]
     assert world.drain("q") == [b"u1", b"u2", b"u3", b"u4"]
 
