@@ -148,6 +148,8 @@ class Connection:
         self.created_at = monotonic()
         self.closing_since: float | None = None
         self._dropping = False  # reading nothing more while closing (see close_with)
+        # The shell ends the socket with an RST, not a FIN (see _drop_later).
+        self.reset_on_close = False
         self._closing_limit: float | None = None  # a closing timeout set by the error
         self._tuned = False
         # The time of the last housekeeping tick: deliveries are stamped with it
@@ -529,7 +531,9 @@ class Connection:
         )
 
     def _drop_later(self) -> None:
-        """Read nothing more; the tick drops the socket after NORMAL_TIMEOUT."""
+        """Read nothing more; the tick drops the socket after NORMAL_TIMEOUT, with
+        an RST as RabbitMQ's does (its listeners set {linger, {true, 0}}; observed)."""
+        self.reset_on_close = True
         self.state = State.CLOSING
         self.closing_since = self.monotonic()
         self._dropping = True
