@@ -200,6 +200,11 @@ class Queue:
         return self._ready_count
 
     @property
+    def next_seq_id(self) -> int:
+        """How many entries this queue has made (RabbitMQ's next_seq_id)."""
+        return self._seq
+
+    @property
     def unacked_count(self) -> int:
         return self._unacked
 

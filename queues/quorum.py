@@ -78,6 +78,10 @@ class QuorumQueue(Queue):
     def kept_dead_letters(self) -> int:
         return len(self._kept)
 
+    @property
+    def kept_dead_letter_bytes(self) -> int:
+        return self._kept_bytes
+
     def next_deadline(self) -> int | None:
         deadline = super().next_deadline()
         if self._kept and (deadline is None or self._kept[0][0] < deadline):

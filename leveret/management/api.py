@@ -54,7 +54,9 @@ from leveret.management.core import (
     process_memory_bytes,
 )
 from leveret.management.http import Request, Response
+from leveret.management.queue_fields import backing_queue_status, rfc3339
 from leveret.queues.queue import Queue
+from leveret.queues.quorum import QuorumQueue
 from leveret.version import RABBITMQ_VERSION, __version__
 
 if TYPE_CHECKING:
@@ -144,6 +146,7 @@ class Api:
             ("GET", ("bindings", "*"), lambda r, v: self.bindings(self._vhost(v))),
             ("GET", ("connections",), lambda r: [self.connection(c) for c in self.m.connections()]),
             ("GET", ("connections", "*"), lambda r, n: self.connection(self._connection(n))),
+            ("GET", ("connections", "*", "channels"), self.connection_channels),
             ("DELETE", ("connections", "*"), self.close_connection),
             ("GET", ("channels",), lambda r: [self.channel(c, ch) for c, ch in self.m.channels()]),
             ("GET", ("channels", "*"), self.channel_named),
@@ -420,8 +423,14 @@ class Api:
             "type": queue.args.queue_type,
             "vhost": queue.vhost,
         }
-        if queue.args.queue_type == "quorum":
-            info.update({"leader": m.node, "members": [m.node], "online": [m.node]})
+        if isinstance(queue, QuorumQueue):
+            info.update({"leader": m.node, "members": [m.node], "online": [m.node],
+                         "messages_dlx": queue.kept_dead_letters, "message_bytes_dlx": queue.kept_dead_letter_bytes})
+        else:
+            info["backing_queue_status"] = backing_queue_status(queue, rate)
+            idle_since = m.idle_since(queue)
+            if idle_since is not None:
+                info["idle_since"] = rfc3339(idle_since)
         info["dead_lettered"] = {
             reason: sum(v for (r, dlx), v in queue.dead_letter_counts.items() if r == reason and dlx)
             for reason in DEAD_LETTER_REASONS
@@ -550,6 +559,7 @@ class Api:
         elif state == "open":
             state = "blocked" if connection.reading_paused else "running"
         return {
+            "auth_mechanism": connection.auth_mechanism,
             "channel_max": connection.channel_max,
             "channels": len(connection.channels),
             "client_properties": properties,
@@ -583,6 +593,10 @@ class Api:
         reason = request.header("x-reason") or "Closed via management plugin"
         self._call(lambda: live.connection.close_with(exceptions.AMQPConnectionForced(reason)))
         return Response(204)
+
+    def connection_channels(self, request: Request, name: str) -> list[dict[str, Any]]:
+        live = self._connection(name)
+        return [self.channel(c, ch) for c, ch in self.m.channels() if c.connection is live.connection]
 
     # ----------------------------------------------------------- channels
     def channel(self, live: LiveConnection, channel: Channel) -> dict[str, Any]:
@@ -672,8 +686,8 @@ class Api:
             for key in ("queues", "exchanges", "bindings"):
                 for item in single[key]:
                     item.pop("vhost", None)
-            return {"rabbit_version": single["rabbit_version"], "rabbitmq_version": single["rabbitmq_version"],
-                    "product_name": "leveret", "product_version": __version__,
+            # Nor the whole-broker export's product fields: RabbitMQ's top-level keys only.
+            return {"rabbit_version": single["rabbit_version"],
                     **{k: single[k] for k in ("parameters", "policies", "queues", "exchanges", "bindings")}}
         exports = [export_definitions(v) for v in self.m.vhosts()]
         merged: dict[str, Any] = {
