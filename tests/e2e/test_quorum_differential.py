@@ -61,7 +61,7 @@ async def quorum_returns_scenario(connection: aio_pika.abc.AbstractConnection, p
             elif how == "nack-multiple":
                 await held[1].nack(multiple=True, requeue=True)
             elif how == "recover":
-                await taker.channel.basic_recover(requeue=True)
+                await (await taker.get_underlay_channel()).basic_recover(requeue=True)
             elif how == "reject-then-close":
                 await held[1].reject(requeue=True)
                 again = await taken.get(timeout=2)
