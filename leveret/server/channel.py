@@ -42,7 +42,7 @@ from leveret.exchanges.router import publish_routing_keys
 from leveret.queues.arguments import type_name
 from leveret.queues.message import Message
 from leveret.queues.queue import Entry, Queue, parse_expiration
-from leveret.store.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
+from leveret.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
 
 if TYPE_CHECKING:
     from leveret.broker.auth import VhostAccess
