@@ -28,7 +28,7 @@ from leveret.exchanges.router import publish_routing_keys
 from leveret.queues.message import Message
 from leveret.queues.queue import parse_expiration
 from leveret.server.channel_state import AWAIT_HEADER, DIRECT_REPLY_TO, ChannelState, PublishMethod
-from leveret.store.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
+from leveret.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
 
 if TYPE_CHECKING:
     from leveret.broker.auth import VhostAccess

@@ -20,7 +20,7 @@ from pamqp import commands, exceptions
 
 from leveret.queues.queue import Entry, Queue
 from leveret.server.channel_state import ChannelState
-from leveret.store.store import COMMIT_OK, Store
+from leveret.store import COMMIT_OK, Store
 
 if TYPE_CHECKING:
     from leveret.amqp_wire import methods

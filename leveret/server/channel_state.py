@@ -21,7 +21,7 @@ from pamqp.base import Frame
 from leveret.amqp_wire import methods
 from leveret.queues.queue import Entry, Queue
 from leveret.server.channel_host import ChannelHost
-from leveret.store.store import ReplyGate
+from leveret.store import ReplyGate
 
 if TYPE_CHECKING:
     from leveret.broker.vhost import VirtualHost

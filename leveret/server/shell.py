@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 if TYPE_CHECKING:
     from leveret.broker.broker import Broker
     from leveret.server.memory import MemoryMonitor
-    from leveret.store.store import Store
+    from leveret.store import Store
 
 log = logging.getLogger("leveret.server")
 
