@@ -201,7 +201,7 @@ class DeduplicatingQueue(Queue):
         return entry
 
     def restore(self, entries: list[Entry]) -> list[DeadLetter]:
-        # Messages recovered from the store (leveret.store.store) hold their keys again.
+        # Messages recovered from the store (leveret.store) hold their keys again.
         for entry in entries:
             key = deduplication_key(entry.message.properties.headers)
             if key is not None:

@@ -44,7 +44,7 @@ from leveret.queues.dead_letter import cycle_free_queues, make_dead_letter
 from leveret.queues.message import Message
 from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
 from leveret.queues.types import queue_class
-from leveret.store.store import TopologyJournal
+from leveret.store import TopologyJournal
 
 # Importing the modules registers the built-in exchange types.
 import leveret.exchanges.direct  # noqa: F401,E402  isort: skip
@@ -128,7 +128,7 @@ class VirtualHost:
         # (the playground's record of arrivals); None on the broker's hot path.
         self.on_arrival: Callable[[str, Message, int], None] | None = None
         self._timed: set[Queue] = set()
-        # The store (leveret.store.store), once attached: told every durable topology change.
+        # The store (leveret.store), once attached: told every durable topology change.
         self.journal: TopologyJournal | None = None
         # Messages an x-delayed-message exchange holds until their x-delay is over.
         self.delayed = DelayedMessages(name)

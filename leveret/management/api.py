@@ -60,7 +60,8 @@ from leveret.queues.quorum import QuorumQueue
 from leveret.version import RABBITMQ_VERSION, __version__
 
 if TYPE_CHECKING:
-    from leveret.server.channel import Channel, ChannelConsumer
+    from leveret.server.channel import Channel
+    from leveret.server.channel_state import ChannelConsumer
 
 DEFAULT_EXCHANGE_ALIAS = "amq.default"
 JSON = "application/json"
