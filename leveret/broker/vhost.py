@@ -27,9 +27,9 @@ from pamqp import exceptions
 
 from leveret.bindings.model import Binding, Destination
 from leveret.broker.limits import NO_VHOST_LIMITS
-from leveret.exchanges import base
-from leveret.exchanges.base import Exchange
-from leveret.exchanges.delayed import DELAYED, DelayedMessage, DelayedMessages, delay_of, released
+from leveret.exchanges.base import Exchange, unknown_type_text
+from leveret.exchanges.delayed import DelayedMessage, DelayedMessages
+from leveret.exchanges.registry import DIRECT, REGISTRY, TOPIC
 from leveret.exchanges.router import DEFAULT_EXCHANGE, RouteTrace, route, trace
 from leveret.queues.arguments import (
     assert_equivalent,
@@ -44,14 +44,6 @@ from leveret.queues.dedup import DeduplicatingQueue, deduplicates
 from leveret.queues.message import Message
 from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
 from leveret.store.store import TopologyJournal
-
-# Importing the modules registers the built-in exchange types.
-import leveret.exchanges.direct  # noqa: F401,E402  isort: skip
-import leveret.exchanges.fanout  # noqa: F401,E402  isort: skip
-import leveret.exchanges.headers  # noqa: F401,E402  isort: skip
-import leveret.exchanges.topic  # noqa: F401,E402  isort: skip
-import leveret.exchanges.consistent_hash  # noqa: F401,E402  isort: skip
-import leveret.exchanges.deduplication  # noqa: F401,E402  isort: skip
 
 log = logging.getLogger("leveret.vhost")
 
@@ -77,7 +69,7 @@ class QueueObserver(Protocol):
 class PublishOutcome:
     queues: list[str]
     rejected: bool = False  # a queue refused it (reject-publish): confirm with nack
-    delayed: int | None = None  # held for x-delay ms by an x-delayed-message exchange
+    delayed: int | None = None  # ms its exchange's type holds it for before routing
 
     @property
     def routed(self) -> bool:
@@ -129,7 +121,7 @@ class VirtualHost:
         self._timed: set[Queue] = set()
         # The store (leveret.store.store), once attached: told every durable topology change.
         self.journal: TopologyJournal | None = None
-        # Messages an x-delayed-message exchange holds until their x-delay is over.
+        # Messages exchanges hold before routing them (ExchangeType.hold).
         self.delayed = DelayedMessages(name)
         # Totals for management and metrics: counters of deleted queues are kept
         # here so that totals never go backwards.
@@ -137,12 +129,10 @@ class VirtualHost:
         self.queues_deleted = 0
         self.removed_queue_stats: dict[str, int] = {}
         self.removed_dead_letter_counts: dict[tuple[str, bool], int] = {}
-        self.exchanges[DEFAULT_EXCHANGE] = Exchange(DEFAULT_EXCHANGE, base.REGISTRY["direct"], durable=True)
+        self.exchanges[DEFAULT_EXCHANGE] = Exchange(DEFAULT_EXCHANGE, DIRECT, durable=True)
         for exchange_name, kind_name in PREDECLARED:
-            self.exchanges[exchange_name] = Exchange(exchange_name, base.REGISTRY[kind_name], durable=True)
-        self.exchanges[TRACE_EXCHANGE] = Exchange(
-            TRACE_EXCHANGE, base.REGISTRY["topic"], durable=True, internal=True
-        )
+            self.exchanges[exchange_name] = Exchange(exchange_name, REGISTRY[kind_name], durable=True)
+        self.exchanges[TRACE_EXCHANGE] = Exchange(TRACE_EXCHANGE, TOPIC, durable=True, internal=True)
 
     # ----------------------------------------------------------- lookups
     def exchange(self, name: str) -> Exchange:
@@ -189,9 +179,9 @@ class VirtualHost:
             if name == DEFAULT_EXCHANGE:
                 raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
             return self.exchange(name)
-        kind = base.REGISTRY.get(exchange_type)
+        kind = REGISTRY.get(exchange_type)
         if kind is None:
-            raise exceptions.AMQPCommandInvalid(base.unknown_type_text(exchange_type))
+            raise exceptions.AMQPCommandInvalid(unknown_type_text(exchange_type))
         if name == DEFAULT_EXCHANGE:
             raise exceptions.AMQPAccessRefused("operation not permitted on the default exchange")
         received = dict(arguments or {})
@@ -207,6 +197,7 @@ class VirtualHost:
                 f"invalid type '{type_name(received['alternate-exchange'])}' for arg "
                 f"'alternate-exchange' in exchange '{name}' in vhost '{self.name}'"
             )
+        kind.check_arguments(received)
         exchange = Exchange(
             name, kind, durable=durable, auto_delete=auto_delete, internal=internal, arguments=received
         )
@@ -267,7 +258,7 @@ class VirtualHost:
         self.exchanges.pop(exchange.name, None)
         if exchange.durable and self.journal is not None:
             self.journal.exchange_deleted(self.name, exchange)
-        if exchange.type is DELAYED and self.delayed:
+        if self.delayed:
             self.delayed.discard_exchange(exchange.name)
         for binding in list(exchange.bindings):
             self._remove_binding(binding, cascade=False)
@@ -510,10 +501,10 @@ class VirtualHost:
             )
         if message.properties.expiration:
             parse_expiration(message.properties.expiration)  # 406 for a bad one
-        if exchange.type is DELAYED:
-            delay = delay_of(message.properties.headers)
+        if exchange.type.holds_messages:
+            delay = exchange.type.hold(message)
             if delay is not None:
-                return self._delay(exchange, message, delay, now_ms)
+                return self._hold(exchange, message, delay, now_ms)
         return self._route_and_enqueue(exchange, message, now_ms)
 
     def _route_and_enqueue(self, exchange: Exchange, message: Message, now_ms: int) -> PublishOutcome:
@@ -546,10 +537,10 @@ class VirtualHost:
             properties=properties, now_ms=now_ms,
         )
 
-    # ----------------------------------------------------------- delayed
-    def _delay(self, exchange: Exchange, message: Message, delay: int, now_ms: int) -> PublishOutcome:
-        """Hold the message for x-delay ms. It routes nowhere now, as with the plugin:
-        a mandatory publish is returned and a confirm is an ack (leveret.exchanges.delayed)."""
+    # ------------------------------------------------------------ holding
+    def _hold(self, exchange: Exchange, message: Message, delay: int, now_ms: int) -> PublishOutcome:
+        """Hold the message for `delay` ms, as its exchange's type asks. It routes nowhere
+        now: a mandatory publish is returned and a confirm is an ack."""
         self.delayed.add(
             exchange.name, message, delay, now_ms, durable=exchange.durable and message.persistent,
         )
@@ -560,7 +551,7 @@ class VirtualHost:
         for entry in self.delayed.pop_due(now_ms):
             exchange = self.exchanges.get(entry.exchange)
             if exchange is not None:
-                self._route_and_enqueue(exchange, released(entry.message, entry.delay), now_ms)
+                self._route_and_enqueue(exchange, exchange.type.release(entry.message, entry.delay), now_ms)
             self.delayed.forget(entry)
 
     def dead_letter(self, records: list[DeadLetter], now_ms: int) -> None:
@@ -583,10 +574,10 @@ class VirtualHost:
                 dead_letter_routing_key=record.dead_letter_routing_key,
                 now_ms=now_ms,
             )
-            if exchange.type is DELAYED:
-                delay = delay_of(message.properties.headers)
+            if exchange.type.holds_messages:
+                delay = exchange.type.hold(message)
                 if delay is not None:
-                    self._delay(exchange, message, delay, now_ms)
+                    self._hold(exchange, message, delay, now_ms)
                     continue
             names = route(
                 self.exchanges, self.queues, exchange, message.routing_keys, message.properties.headers,
@@ -685,12 +676,13 @@ class VirtualHost:
                 self._timed.add(queue)  # recovered messages keep their TTL deadlines
             if dead:
                 self.dead_letter(dead, now_ms)
-        # Persistent messages waiting on durable x-delayed-message exchanges, due
-        # when they were (a time already past routes them at the next timer).
+        # Persistent messages held by durable exchanges, due when they were (a
+        # time already past routes them at the next timer).
         self.delayed.store = journal
         for entry in journal.recovered_delayed(self.name):
             message = entry.message
-            delay = delay_of(message.properties.headers) or 0
+            exchange = self.exchanges.get(message.exchange)
+            delay = (exchange.type.hold(message) if exchange is not None else None) or 0
             self.delayed.restore(DelayedMessage(
                 entry.expires_at or now_ms, entry.seq, message.exchange, delay, message, durable=True))
 

@@ -37,7 +37,7 @@ from leveret.amqp_wire.properties import (
     replace_headers,
 )
 from leveret.bindings.model import Destination
-from leveret.exchanges import base as exchange_types
+from leveret.exchanges import registry as exchange_types
 from leveret.exchanges.router import publish_routing_keys
 from leveret.queues.arguments import type_name
 from leveret.queues.message import Message
