@@ -44,8 +44,8 @@ from pamqp import exceptions
 from leveret.bindings.model import Binding, Destination
 from leveret.broker.definitions import LoadResult, export_definitions, json_value, load_definitions
 from leveret.broker.vhost import VirtualHost
-from leveret.exchanges import base
 from leveret.exchanges.base import Exchange
+from leveret.exchanges.registry import REGISTRY as EXCHANGE_TYPES
 from leveret.management import auth
 from leveret.management.core import (
     DEAD_LETTER_REASONS,
@@ -320,9 +320,8 @@ class Api:
     @staticmethod
     def exchange_types() -> list[dict[str, Any]]:
         types = []
-        for name, kind in sorted(base.REGISTRY.items()):
-            doc = (type(kind).__doc__ or "").strip().splitlines()
-            types.append({"name": name, "description": doc[0] if doc else "", "enabled": True})
+        for name, kind in sorted(EXCHANGE_TYPES.items()):
+            types.append({"name": name, "description": kind.description, "enabled": True})
         return types
 
     def whoami(self, request: Request) -> dict[str, Any]:
