@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import base64
 import socket
+from pathlib import Path
 
 import pytest
 
 from leveret.broker.broker import Broker, BrokerSettings
-from leveret.management import ManagementServer, auth
+from leveret.management import ManagementServer, auth, static
 from tests.management.conftest import Http
 
 GUEST = "Basic " + base64.b64encode(b"guest:guest").decode()
@@ -155,3 +156,32 @@ def test_a_chunk_size_line_too_long_is_an_empty_400_and_a_close(leveret_manageme
     assert body == b""
     assert Http(leveret_management.url).get("/api/whoami")["name"] == "guest"  # still serving
     assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_routing_comes_before_credentials_as_in_rabbitmq(http: Http) -> None:
+    unknown = http.request("GET", "/api/not-a-thing", user=None)
+    wrong_method = http.request("POST", "/api/overview", user=None)
+    known = http.request("GET", "/api/overview", user=None)
+
+    assert (unknown.status, unknown.json) == (404, {"error": "Object Not Found", "reason": "Not Found"})
+    assert wrong_method.status == 405 and wrong_method.headers["allow"] == "GET"
+    assert known.status == 401
+
+
+def test_static_files_are_served_under_the_root(leveret_management: ManagementServer, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "app.js").write_text("console.log(1)\n")
+    (tmp_path / ".secret").write_text("no")
+    monkeypatch.setattr(static, "ROOT", tmp_path)
+    http = Http(leveret_management.url, user=None)
+
+    served = http.request("GET", "/js/app.js")
+
+    assert (served.status, served.body) == (200, b"console.log(1)\n")
+    assert served.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert http.request("GET", "/.secret").status == 404
+    assert http.request("GET", "/js/%2E%2E/%2Esecret").status == 404
+    assert http.request("GET", "/").body.startswith(b"leveret management")  # no index.html yet
+    (tmp_path / "index.html").write_text("<html></html>")
+    assert http.request("GET", "/").body == b"<html></html>"
