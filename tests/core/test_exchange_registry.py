@@ -12,7 +12,7 @@ from leveret.exchanges.base import PlainExchangeType
 from leveret.exchanges.registry import REGISTRY
 
 from leveret.broker.vhost import VirtualHost
-from leveret.management.api import Api
+from leveret.management.resources.overview import exchange_types
 from leveret.playground.parser import EXCHANGE_TYPES
 
 
@@ -33,7 +33,7 @@ def test_every_type_module_is_listed_once() -> None:
 
 def test_broker_playground_and_management_offer_the_registry() -> None:
     assert EXCHANGE_TYPES == tuple(REGISTRY)
-    assert [t["name"] for t in Api.exchange_types()] == sorted(REGISTRY)
+    assert [t["name"] for t in exchange_types()] == sorted(REGISTRY)
     vhost = VirtualHost()
     for name in REGISTRY:
         arguments = {"x-delayed-message": {"x-delayed-type": "direct"}, "x-message-deduplication": {"x-cache-size": 5}}
