@@ -17,7 +17,7 @@ from pamqp import commands, exceptions
 from leveret.amqp_wire import replies
 from leveret.bindings.model import Destination
 from leveret.broker.auth import VhostAccess
-from leveret.exchanges import base as exchange_types
+from leveret.exchanges import registry as exchange_types
 from leveret.server.channel_state import DIRECT_REPLY_TO, ChannelState
 
 
