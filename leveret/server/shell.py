@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 if TYPE_CHECKING:
     from leveret.broker.broker import Broker
     from leveret.server.memory import MemoryMonitor
-    from leveret.store.store import Store
+    from leveret.store import Store
 
 log = logging.getLogger("leveret.server")
 
@@ -225,7 +225,10 @@ class _WireProtocol(asyncio.Protocol):
             if transport.get_write_buffer_size() > WRITE_BUFFER_HARD:
                 self._output_choked = True
         if connection.want_close:
-            transport.close()  # sends what is buffered first
+            if getattr(connection, "reset_on_close", False):  # optional in the protocol
+                _reset(transport)
+            else:
+                transport.close()  # sends what is buffered first
             return
         self._arm_close_timer()
         self._sync_reading()
@@ -324,6 +327,17 @@ class _WireProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Close with an RST: a zero linger time makes the close abortive."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # gone already: nothing left to reset
+    transport.abort()
 
 
 class Server:
@@ -553,10 +567,6 @@ def _address(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address or "")
-
-
-def is_address_in_use(error: OSError) -> bool:
-    return error.errno == errno.EADDRINUSE
 
 
 class ServerThread:

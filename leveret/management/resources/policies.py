@@ -25,6 +25,8 @@ from typing import Any
 
 from leveret.broker.broker import Broker
 from leveret.broker.policies import Policy, PolicyError, parse_policy
+from leveret.management.http import Response
+from leveret.management.routes import Call, Route, json_response
 
 NOT_FOUND = {"error": "Object Not Found", "reason": "Not Found"}
 
@@ -145,3 +147,41 @@ class PolicyEndpoints:
         if self._may_manage(user, tags, vhost, operator):
             return None
         return _refused("Not administrator user" if operator else "User not authorised to access object")
+
+
+# ------------------------------------------------------------------ routes
+def _answer(answer: Answer) -> Response:
+    return Response(answer.status) if answer.body is None else json_response(answer.status, answer.body)
+
+
+def _routes(segment: str, operator: bool) -> tuple[Route, ...]:
+    def endpoints(call: Call) -> tuple[PolicyEndpoints, str, tuple[str, ...]]:
+        return PolicyEndpoints(call.m.broker, call.run), call.user.name, tuple(call.user.tags)
+
+    def listed(call: Call, vhost: str | None = None) -> Response:
+        policies, user, tags = endpoints(call)
+        return _answer(policies.list(user, tags, vhost, operator=operator))
+
+    def one(call: Call, vhost: str, name: str) -> Response:
+        policies, user, tags = endpoints(call)
+        return _answer(policies.get(user, tags, vhost, name, operator=operator))
+
+    def put(call: Call, vhost: str, name: str) -> Response:
+        policies, user, tags = endpoints(call)
+        return _answer(policies.put(user, tags, vhost, name, call.request.body, operator=operator))
+
+    def delete(call: Call, vhost: str, name: str) -> Response:
+        policies, user, tags = endpoints(call)
+        return _answer(policies.delete(user, tags, vhost, name, operator=operator))
+
+    single = "administrator" if operator else "policymaker"
+    return (
+        Route("GET", segment, listed),
+        Route("GET", f"{segment}/{{vhost}}", listed),
+        Route("GET", f"{segment}/{{vhost}}/{{name}}", one, single),
+        Route("PUT", f"{segment}/{{vhost}}/{{name}}", put, single),
+        Route("DELETE", f"{segment}/{{vhost}}/{{name}}", delete, single),
+    )
+
+
+ROUTES = (*_routes("policies", False), *_routes("operator-policies", True))
