@@ -49,6 +49,8 @@ def test_quorum_resolution_overflow_and_expires_come_from_the_policy() -> None:
         "x-delivery-limit": 5, "x-dead-letter-exchange": "argdlx"})
     assert (queue.args.overflow, queue.args.expires, queue.args.max_length) == ("reject-publish", 9000, 3)
     assert (queue.args.delivery_limit, queue.args.dead_letter_exchange) == (2, "argdlx")
+    set_policy(world, "p", "^q", {"dead-letter-strategy": "at-least-once", "overflow": "reject-publish"})
+    assert (queue.args.dead_letter_strategy, queue.args.overflow) == ("at-least-once", "reject-publish")
 
 
 def test_a_policy_with_a_key_the_queue_type_lacks_passes_over_it() -> None:
