@@ -125,6 +125,9 @@ class Channel:
         self.tx: list[Callable[[], None]] | None = None
         self.tx_settled: list[tuple[int, Queue, Entry, ChannelConsumer | None]] = []
         self.last_queue: str | None = None
+        # Consumer tags cancelled by this channel's own queue.delete: as RabbitMQ,
+        # their basic.cancel follows the delete-ok (py-amqp raises otherwise).
+        self._cancels_after_reply: list[str] | None = None
         self.reply_to_token: str | None = None
         self.access = connection.access  # the user's permissions in this vhost
         # (first delivery tag, tick time) whenever the tick time moved: when the
@@ -423,11 +426,17 @@ class Channel:
         name = self._queue_name(method.queue)
         if self.access is not None:
             self.access.check("configure", "queue", name)
-        count = self.vhost.delete_queue(
-            name, if_unused=method.if_unused, if_empty=method.if_empty, owner=self.connection,
-        )
+        self._cancels_after_reply = []
+        try:
+            count = self.vhost.delete_queue(
+                name, if_unused=method.if_unused, if_empty=method.if_empty, owner=self.connection,
+            )
+        finally:
+            cancelled, self._cancels_after_reply = self._cancels_after_reply, None
         if not method.nowait:
             self.send(commands.Queue.DeleteOk(message_count=count))
+        for tag in cancelled:
+            self.send(_BASIC.Cancel(consumer_tag=tag, nowait=True))
 
     # --------------------------------------------------------------- basic
     def _basic_qos(self, method: _BASIC.Qos) -> None:
@@ -493,7 +502,11 @@ class Channel:
         """Its queue was deleted: tell the client if it understands basic.cancel."""
         if self.consumers.pop(consumer.consumer_tag, None) is None:
             return
-        if self.connection.capabilities.get("consumer_cancel_notify"):
+        if not self.connection.capabilities.get("consumer_cancel_notify"):
+            return
+        if self._cancels_after_reply is not None:
+            self._cancels_after_reply.append(consumer.consumer_tag)
+        else:
             self.send(_BASIC.Cancel(consumer_tag=consumer.consumer_tag, nowait=True))
 
     def _basic_publish(self, method: _BASIC.Publish) -> None:
@@ -748,16 +761,22 @@ class Channel:
         self._settle(method.delivery_tag or 0, False, "requeue" if method.requeue else "reject")
 
     def _basic_recover(self, method: _BASIC.Recover) -> None:
-        self._recover(method.requeue)
+        self._check_recover(method.requeue)
+        # As RabbitMQ, whose queues redeliver after the channel replied: recover-ok first.
         self.send(_BASIC.RecoverOk())
+        self._recover()
 
     def _basic_recover_async(self, method: _BASIC.RecoverAsync) -> None:
-        self._recover(method.requeue)
+        self._check_recover(method.requeue)
+        self._recover()
 
-    def _recover(self, requeue: bool) -> None:
+    @staticmethod
+    def _check_recover(requeue: bool) -> None:
         # RabbitMQ implements requeue=true only (redelivery to the same consumer is not offered).
         if not requeue:
             raise exceptions.AMQPNotImplemented("requeue=false")
+
+    def _recover(self) -> None:
         self._requeue_all(self.now())
         self._dispatch_consumed_queues()
 
