@@ -25,8 +25,7 @@ from pamqp import exceptions
 from leveret.bindings.model import Destination
 from leveret.broker.limits import VhostLimits
 from leveret.broker.vhost import VirtualHost
-
-RABBIT_VERSION = "3.10.0"
+from leveret.version import RABBITMQ_VERSION
 
 # policy key -> (argument it stands for, whether the smaller value wins)
 _QUEUE_POLICY_KEYS: dict[str, tuple[str, bool]] = {
@@ -255,8 +254,8 @@ def export_definitions(vhost: VirtualHost) -> dict[str, Any]:
         if binding.destination.kind == "exchange" or binding.destination.name in exported_queues
     ]
     return {
-        "rabbit_version": RABBIT_VERSION,
-        "rabbitmq_version": RABBIT_VERSION,
+        "rabbit_version": RABBITMQ_VERSION,
+        "rabbitmq_version": RABBITMQ_VERSION,
         "users": [],
         "vhosts": [{"name": vhost.name}],
         "permissions": [],
