@@ -79,6 +79,26 @@ def _in_vhost(item: Mapping[str, Any], vhost: str) -> bool:
     return item.get("vhost", vhost) == vhost
 
 
+_KINDS = (("exchanges", "exchange"), ("queues", "queue"), ("bindings", "binding"),
+          ("policies", "policy"), ("parameters", "parameter"), ("permissions", "permissions"),
+          ("topic_permissions", "topic permissions"))
+
+
+def outside_vhosts(data: Mapping[str, Any], vhosts: set[str]) -> list[str]:
+    """What in `data` names a vhost not in `vhosts` (those the file and the broker
+    have), one line each: loading would leave it out, so it cannot be applied."""
+    found: list[str] = []
+    for key, kind in _KINDS:
+        for item in data.get(key) or ():
+            if isinstance(item, Mapping) and "vhost" in item and item["vhost"] not in vhosts:
+                what = (f"binding of {item.get('source', '')!r} to {item.get('destination', '')!r}"
+                        if key == "bindings" else
+                        f"{kind} of user {item.get('user')!r}" if "permissions" in key else
+                        f"{kind} {item.get('name')!r}")
+                found.append(f"{what} is in vhost {item['vhost']!r}, which the file does not declare")
+    return found
+
+
 def _policies(data: Mapping[str, Any], vhost: str, result: LoadResult) -> list[_Policy]:
     policies: list[_Policy] = []
     for item in data.get("policies") or []:
