@@ -15,6 +15,11 @@ The server always runs on its own event loop in a background thread, so the
 same fixtures serve synchronous tests (pika, kombu) and async ones
 (pytest-asyncio, aio-pika) without sharing a loop with the test.
 
+An `async def` test that asks for one of these fixtures runs under
+pytest-asyncio (install it) without `asyncio_mode = "auto"`: the plugin marks
+it `@pytest.mark.asyncio` itself, as strict mode wants. Other async tests are
+left to your configuration.
+
     def test_roundtrip(leveret_url):
         connection = pika.BlockingConnection(pika.URLParameters(leveret_url))
 
@@ -24,14 +29,29 @@ same fixtures serve synchronous tests (pika, kombu) and async ones
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import inspect
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from leveret.management import ManagementServer
     from leveret.server.shell import ServerThread
+
+
+_FIXTURES = frozenset({"leveret_broker", "leveret_url", "leveret_management"})
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Generator[None, Any, None]:
+    # Before the item is made (and pytest-asyncio looks at it): an async test using
+    # our fixtures gets the asyncio mark, so strict mode (the default) runs it.
+    if (inspect.iscoroutinefunction(obj) and collector.config.pluginmanager.hasplugin("asyncio")
+            and not any(mark.name == "asyncio" for mark in getattr(obj, "pytestmark", ()))
+            and _FIXTURES & set(inspect.signature(obj).parameters)):
+        pytest.mark.asyncio(obj)
+    yield
 
 
 @pytest.fixture
