@@ -6,6 +6,9 @@ Installed with leveret (entry point `pytest11: leveret`), it provides:
   fresh for each test. `.url`, `.host`, `.port`; `.call(fn)` runs `fn(broker)`
   on the server's thread and returns its result, the safe way to look inside.
 - `leveret_url`: just its URL, "amqp://guest:guest@127.0.0.1:PORT/".
+- `assert_topic_routes(bindings, key, queues)`: a plain function (import it)
+  asserting which queues a topic exchange's bindings route a key to, the
+  playground's explanation as the failure message (leveret.matching has the rest).
 - `leveret_management`: the broker with its management HTTP API and /metrics
   on a free port (off in the fixtures above): `.url` is "http://127.0.0.1:PORT",
   `.broker_thread` the `ServerThread`, `.management` the rates and totals
@@ -30,7 +33,7 @@ left to your configuration.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -78,3 +81,29 @@ def leveret_management(leveret_broker: ServerThread) -> Iterator[ManagementServe
         yield running
     finally:
         detach(leveret_broker, running)
+
+
+def assert_topic_routes(bindings: Mapping[str, str | Sequence[str]], routing_key: str,
+                        expected: Iterable[str]) -> None:
+    """Assert that a topic exchange with `bindings` (queue -> its binding key or
+    keys) routes `routing_key` to exactly the `expected` queues. On failure the
+    message says, for each queue that is wrong, why its keys did or did not
+    match, in the playground's words:
+
+        assert_topic_routes({"errors": "*.error", "db": "db.#"}, "db.error", ["errors", "db"])
+    """
+    from leveret.matching import explain_topic
+
+    reached, reasons = set(), {}
+    for queue, keys in bindings.items():
+        verdicts = [explain_topic(key, routing_key) for key in ([keys] if isinstance(keys, str) else keys)]
+        if any(verdict.matched for verdict in verdicts):
+            reached.add(queue)
+        reasons[queue] = "; ".join(verdict.reason for verdict in verdicts) or "no bindings"
+    wanted = set(expected)
+    if reached == wanted:
+        return
+    lines = [f"routing key {routing_key!r} reached {sorted(reached)}, expected {sorted(wanted)}:"]
+    lines += [f"  {queue} got it: {reasons[queue]}" for queue in sorted(reached - wanted)]
+    lines += [f"  {queue} missed it: {reasons.get(queue, 'not bound')}" for queue in sorted(wanted - reached)]
+    raise AssertionError("\n".join(lines))
