@@ -1,0 +1,466 @@
+"""A stream: RabbitMQ 3.10's append-only, replayable queue type, over AMQP 0-9-1.
+
+Theory of operation. A stream never removes a message because it was
+delivered: every message is appended to a log at the next *offset* (0, 1, ...)
+and stays until retention drops the oldest whole segment. Each consumer has
+its own *position* in the log, chosen by `x-stream-offset` when it subscribes
+(`first`, `last`, `next`, a number, a timestamp or an interval such as `10m`),
+and reads forward from it while it has credit: its prefetch, freed by acks
+(an ack moves credit and removes nothing; nack and reject are refused, as are
+basic.get and queue.purge, by the frontend and here).
+
+Invariants:
+- The log (`StreamLog`) is the only place messages live; the queue holds no
+  ready entries, so `message_count` is the number of messages retained.
+- A message is stamped once, when appended, with its `x-stream-offset`
+  header (RabbitMQ's rabbit_basic:add_header: a long, the table then sorted)
+  and the content-header payload every delivery sends, so deliveries of any
+  consumer at any time reuse the same bytes.
+- Retention (`x-max-length-bytes`, `x-max-age`) runs when the log starts a new
+  segment and drops whole segments, never the one being written, as osiris
+  does; a consumer behind the new first offset continues from it.
+
+The log is given by the broker (`attach_log`): `MemoryStreamLog` here without
+a data directory, leveret.store.stream_log's file log with one. Both keep the
+same segments and so apply retention alike.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from leveret.amqp_wire.fieldtable import Field, TypedTable
+from leveret.amqp_wire.framing import content_header_payload
+from leveret.amqp_wire.properties import decode_properties, encode_properties, replace_headers
+from leveret.queues.arguments import parse_age, type_name
+from leveret.queues.message import Message
+from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue
+from pamqp import exceptions
+
+OFFSET_HEADER = "x-stream-offset"
+# osiris' defaults: a segment grows to 500 MB or 256,000 chunks (one message is a chunk here).
+DEFAULT_SEGMENT_BYTES = 500_000_000
+MAX_SEGMENT_CHUNKS = 256_000
+# What a segment counts for its records, as osiris' files (a model calibrated on
+# 3.10.8, so that segments fill and retention drops at about the same offsets): a
+# file header, a chunk per message of about 136 bytes besides its route, body and
+# twice its properties (AMQP 1.0 encodes them larger), and a writer-tracking chunk
+# that takes the first offset of every segment after the first and is never delivered.
+SEGMENT_HEADER = 8
+RECORD_OVERHEAD = 136
+MARKER_SIZE = 160
+_SHORT = struct.Struct(">B")
+_HEADER_PREFIX = 12  # class id, weight, body size before the property flags
+
+
+# ------------------------------------------------------------------ records
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """One message as the log keeps it: its offset, when it was appended, and the
+    bytes every delivery of it sends (route = exchange and routing key as shortstrs)."""
+
+    offset: int
+    timestamp: int  # ms
+    exchange: str
+    routing_key: str
+    route: bytes
+    header: bytes  # the content-header frame payload
+    body: bytes
+
+    @property
+    def is_marker(self) -> bool:
+        return not self.header
+
+    @property
+    def size(self) -> int:
+        if not self.header:
+            return MARKER_SIZE
+        return RECORD_OVERHEAD + len(self.route) + len(self.body) + 2 * (len(self.header) - _HEADER_PREFIX - 2)
+
+    def message(self) -> Message:
+        raw = self.header[_HEADER_PREFIX:]
+        return Message(
+            self.exchange, self.routing_key, decode_properties(raw), self.body,
+            raw_properties=raw, wire_route=self.route, wire_header=self.header,
+        )
+
+
+def _shortstr(value: str) -> bytes:
+    data = value.encode("utf-8", "surrogateescape")
+    return _SHORT.pack(len(data)) + data
+
+
+def marker(offset: int, timestamp: int) -> StreamRecord:
+    """The writer-tracking record that opens a segment (osiris' tracking snapshot)."""
+    return StreamRecord(offset, timestamp, "", "", b"", b"", b"")
+
+
+def stamp(message: Message, offset: int, timestamp: int) -> StreamRecord:
+    """The record for `message` at `offset`: its headers with x-stream-offset."""
+    raw = message.raw_properties
+    if raw is None:
+        raw = encode_properties(message.properties)
+    raw = replace_headers(raw, lambda table: (table or TypedTable()).keystore(
+        OFFSET_HEADER, Field("l", offset)).sorted())
+    return StreamRecord(
+        offset, timestamp, message.exchange, message.routing_key,
+        _shortstr(message.exchange) + _shortstr(message.routing_key),
+        content_header_payload(raw, len(message.body)), message.body,
+    )
+
+
+# ------------------------------------------------------------------ the log
+@dataclass(slots=True)
+class Segment:
+    """What a log knows of one segment without reading it."""
+
+    first_offset: int
+    next_offset: int
+    size: int
+    first_timestamp: int
+    last_timestamp: int
+
+    @property
+    def count(self) -> int:
+        return self.next_offset - self.first_offset
+
+
+class StreamReader(Protocol):
+    def next(self) -> StreamRecord | None:
+        """The record at the reader's position (moving past it), or None at the end."""
+
+    @property
+    def position(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class StreamLog(Protocol):
+    """An append-only log of records in segments (see the module docstring)."""
+
+    segments: list[Segment]
+
+    @property
+    def first_offset(self) -> int: ...
+
+    @property
+    def next_offset(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def append(self, record: StreamRecord) -> None: ...
+
+    def reader(self, offset: int) -> StreamReader: ...
+
+    def offset_at(self, timestamp: int) -> int:
+        """The first offset appended at or after `timestamp` (ms), else next_offset."""
+
+    def destroy(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    max_bytes: int | None = None
+    max_age: int | None = None  # ms
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+
+    def needs_new_segment(self, current: Segment | None) -> bool:
+        """osiris' max_segment_size_reached, checked before each write."""
+        return current is None or current.size >= self.segment_bytes or current.count >= MAX_SEGMENT_CHUNKS
+
+    def due(self, segments: list[Segment]) -> bool:
+        """Retention runs once a new segment holds its first message (osiris evaluates
+        it when a segment is opened, asynchronously: by then the message is in)."""
+        return len(segments) > 1 and segments[-1].count == 2
+
+    def doomed(self, segments: list[Segment], now_ms: int) -> int:
+        """How many of the oldest segments retention drops (osiris_log:evaluate_retention:
+        max bytes keeps the newest and then older ones while they fit; max age drops the
+        oldest while its last message is too old, never the last segment)."""
+        keep_from = 0
+        if self.max_bytes is not None and segments:
+            budget = self.max_bytes - segments[-1].size
+            keep_from = len(segments) - 1
+            while keep_from > 0 and segments[keep_from - 1].size <= budget:
+                budget -= segments[keep_from - 1].size
+                keep_from -= 1
+        if self.max_age is not None:
+            while keep_from < len(segments) - 1 and segments[keep_from].last_timestamp < now_ms - self.max_age:
+                keep_from += 1
+        return keep_from
+
+
+def first_at(segments: list[Segment], timestamp: int) -> int | None:
+    """Index of the segment holding the first message at or after `timestamp`."""
+    for index, segment in enumerate(segments):
+        if segment.count and segment.last_timestamp >= timestamp:
+            return index
+    return None
+
+
+class MemoryStreamLog:
+    """The log without a data directory: records in memory, segmented as on disk."""
+
+    def __init__(self, retention: Retention) -> None:
+        self.retention = retention
+        self.segments: list[Segment] = []
+        self._records: list[list[StreamRecord]] = []
+        self._next = 0
+
+    @property
+    def first_offset(self) -> int:
+        return self.segments[0].first_offset if self.segments else self._next
+
+    @property
+    def next_offset(self) -> int:
+        return self._next
+
+    @property
+    def size(self) -> int:
+        return sum(segment.size for segment in self.segments)
+
+    def append(self, record: StreamRecord) -> None:
+        current = self.segments[-1] if self.segments else None
+        rolled = self.retention.needs_new_segment(current)
+        if rolled:
+            current = Segment(record.offset, record.offset, SEGMENT_HEADER, record.timestamp, record.timestamp)
+            self.segments.append(current)
+            self._records.append([])
+        assert current is not None
+        self._records[-1].append(record)
+        current.next_offset = record.offset + 1
+        current.size += record.size
+        current.last_timestamp = record.timestamp
+        self._next = record.offset + 1
+        if self.retention.due(self.segments):
+            doomed = self.retention.doomed(self.segments, record.timestamp)
+            del self.segments[:doomed]
+            del self._records[:doomed]
+
+    def reader(self, offset: int) -> MemoryReader:
+        return MemoryReader(self, offset)
+
+    def record(self, offset: int) -> StreamRecord | None:
+        if offset >= self._next or not self.segments:
+            return None
+        segments = self.segments
+        index = len(segments) - 1
+        while segments[index].first_offset > offset:  # readers are mostly in the newest
+            index -= 1
+        return self._records[index][offset - segments[index].first_offset]
+
+    def offset_at(self, timestamp: int) -> int:
+        index = first_at(self.segments, timestamp)
+        if index is None:
+            return self._next
+        stamps = [record.timestamp for record in self._records[index]]
+        return self.segments[index].first_offset + bisect.bisect_left(stamps, timestamp)
+
+    def destroy(self) -> None:
+        self.segments.clear()
+        self._records.clear()
+
+
+class MemoryReader:
+    __slots__ = ("log", "position")
+
+    def __init__(self, log: MemoryStreamLog, offset: int) -> None:
+        self.log = log
+        self.position = offset
+
+    def next(self) -> StreamRecord | None:
+        log = self.log
+        if self.position < log.first_offset:
+            self.position = log.first_offset  # retention went past it
+        record = log.record(self.position)
+        if record is not None:
+            self.position += 1
+        return record
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------ offset specs
+@dataclass(frozen=True, slots=True)
+class OffsetSpec:
+    kind: str  # first | last | next | offset | timestamp
+    value: int = 0
+
+
+def parse_offset_spec(arguments: Mapping[str, Any] | None, queue: str, vhost: str, now_ms: int) -> OffsetSpec:
+    """`x-stream-offset` as rabbit_stream_queue:parse_offset_arg reads it. What it
+    accepts but osiris then crashes on (a bool, a float, a table, a string with no
+    leading digits) closes the connection with 541, as RabbitMQ's channel dies."""
+    if not arguments or OFFSET_HEADER not in arguments:
+        return OffsetSpec("next")
+    value = arguments[OFFSET_HEADER]
+    text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
+    if text in ("first", "last", "next"):
+        return OffsetSpec(text)
+    kind = type_name(value)
+    if kind == "longstr" and isinstance(text, str):
+        age = parse_age(text)
+        if age is None:
+            shown = text.replace("\\", "\\\\").replace('"', '\\"')
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid arg '{OFFSET_HEADER}' for queue '{queue}' in vhost '{vhost}': "
+                f'{{invalid_stream_offset_arg,{{longstr,<<"{shown}">>}}}}'
+            )
+        return OffsetSpec("timestamp", now_ms - age)
+    if isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+        return OffsetSpec("timestamp", int(moment.timestamp()) * 1000)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return OffsetSpec("offset", value)
+    raise exceptions.AMQPInternalError()
+
+
+def start_position(log: StreamLog, spec: OffsetSpec) -> int:
+    """Where a consumer with `spec` starts reading (osiris:init_reader)."""
+    if spec.kind == "first":
+        return log.first_offset
+    if spec.kind == "last":
+        # The last chunk; one message is one chunk here.
+        return max(log.next_offset - 1, log.first_offset)
+    if spec.kind == "next":
+        return log.next_offset
+    if spec.kind == "timestamp":
+        return log.offset_at(spec.value)
+    # A number below the first offset starts at the first; one past the end waits
+    # there, and what is appended below it is never delivered (as in 3.10).
+    return max(spec.value, log.first_offset)
+
+
+def not_supported(what: str, queue: str, vhost: str) -> exceptions.AMQPNotImplemented:
+    return exceptions.AMQPNotImplemented(f"{what} not supported by stream queues queue '{queue}' in vhost '{vhost}'")
+
+
+# ---------------------------------------------------------------- the queue
+class StreamQueue(Queue):
+    """A queue of type stream (see the module docstring)."""
+
+    def __init__(self, name: str, vhost: str = "/", **kwargs: Any) -> None:
+        super().__init__(name, vhost, **kwargs)
+        args = self.args
+        self.retention = Retention(
+            args.max_length_bytes, args.max_age, args.max_segment_size_bytes or DEFAULT_SEGMENT_BYTES,
+        )
+        self.log: StreamLog = MemoryStreamLog(self.retention)
+        self.readers: dict[Consumer, StreamReader] = {}
+
+    def attach_log(self, log: StreamLog) -> None:
+        """The broker's log for this stream (a file log with a data directory)."""
+        self.log = log
+
+    # ----------------------------------------------------------- counts
+    @property
+    def message_count(self) -> int:
+        log = self.log
+        return log.next_offset - log.first_offset
+
+    @property
+    def ready_bytes(self) -> int:
+        return self.log.size
+
+    def ready_entries(self) -> list[Entry]:
+        return []
+
+    # ---------------------------------------------------------- publish
+    def enqueue(self, message: Message, now_ms: int) -> tuple[bool, list[DeadLetter]]:
+        self.stats["published"] += 1
+        log = self.log
+        if log.segments and self.retention.needs_new_segment(log.segments[-1]):
+            log.append(marker(log.next_offset, now_ms))
+        log.append(stamp(message, log.next_offset, now_ms))
+        if self.consumers:
+            self.dispatch(now_ms)
+        return True, []
+
+    def refuses_publish(self, size: int) -> bool:
+        return False
+
+    def wants_flow_control(self) -> bool:
+        return False
+
+    # --------------------------------------------------------- delivery
+    def has_ready_for(self, consumer: Consumer) -> bool:
+        reader = self.readers.get(consumer)
+        return reader is not None and reader.position < self.log.next_offset
+
+    def dispatch(self, now_ms: int) -> list[DeadLetter]:
+        """Each consumer reads on from its own position while it has credit."""
+        for consumer in list(self.consumers):
+            reader = self.readers.get(consumer)
+            if reader is None:
+                continue
+            while consumer.has_credit():
+                record = reader.next()
+                if record is None:
+                    break
+                if record.is_marker:
+                    continue
+                self.stats["delivered"] += 1
+                self._unacked += 1
+                consumer.deliver(self, Entry(record.message(), record.offset, None, 0))
+        return []
+
+    def get(self, now_ms: int, no_ack: bool) -> tuple[Entry | None, list[DeadLetter]]:
+        raise not_supported("basic.get", self.name, self.vhost)
+
+    # --------------------------------------------------------- settling
+    def ack(self, entries: Iterable[Entry]) -> None:
+        """Credit goes back to the consumer (the channel counts it); nothing leaves the log."""
+        for _ in entries:
+            self._unacked -= 1
+            self.stats["acked"] += 1
+
+    def requeue(self, entries: Iterable[Entry], now_ms: int) -> list[DeadLetter]:
+        # Only a closing channel gets here (nack is refused): its deliveries are let go.
+        for _ in entries:
+            self._unacked -= 1
+        return []
+
+    def reject(self, entries: Iterable[Entry]) -> list[DeadLetter]:
+        for _ in entries:
+            self._unacked -= 1
+        return []
+
+    # -------------------------------------------------------- consumers
+    def subscribe(self, consumer: Consumer, spec: OffsetSpec) -> None:
+        """Give `consumer` its reader before it is added (add_consumer)."""
+        self.readers[consumer] = self.log.reader(start_position(self.log, spec))
+
+    def remove_consumer(self, consumer: Consumer, now_ms: int, holding: bool = False) -> None:
+        super().remove_consumer(consumer, now_ms, holding)
+        reader = self.readers.pop(consumer, None)
+        if reader is not None:
+            reader.close()
+
+    # -------------------------------------------------------- lifecycle
+    def next_deadline(self) -> int | None:
+        return None
+
+    def expiry_deadline(self) -> int | None:
+        return None
+
+    def purge(self) -> int:
+        raise not_supported("queue.purge", self.name, self.vhost)
+
+    def mark_deleted(self) -> int:
+        """Deleted: RabbitMQ's delete-ok of a stream counts no messages."""
+        self.deleted = True
+        for reader in self.readers.values():
+            reader.close()
+        self.readers.clear()
+        self.log.destroy()
+        return 0
+
+    def restore(self, entries: list[Entry]) -> list[DeadLetter]:
+        return []
