@@ -53,7 +53,7 @@ MAX_SEGMENT_CHUNKS = 256_000
 # that takes the first offset of every segment after the first and is never delivered.
 SEGMENT_HEADER = 8
 RECORD_OVERHEAD = 136
-MARKER_SIZE = 160
+MARKER_SIZE = 148
 _SHORT = struct.Struct(">B")
 _HEADER_PREFIX = 12  # class id, weight, body size before the property flags
 
@@ -95,6 +95,14 @@ def _shortstr(value: str) -> bytes:
     return _SHORT.pack(len(data)) + data
 
 
+def _stream_headers(table: TypedTable | None, offset: int) -> TypedTable:
+    """The headers a stream delivers: RabbitMQ 3.10 keeps messages as AMQP 1.0, whose
+    application properties hold no tables or arrays (rabbit_msg_record drops them),
+    then adds the offset as a long and sorts the table (rabbit_basic:add_header)."""
+    entries = tuple(entry for entry in (table or ()) if entry[1].tag not in ("F", "A"))
+    return TypedTable(entries).keystore(OFFSET_HEADER, Field("l", offset)).sorted()
+
+
 def marker(offset: int, timestamp: int) -> StreamRecord:
     """The writer-tracking record that opens a segment (osiris' tracking snapshot)."""
     return StreamRecord(offset, timestamp, "", "", b"", b"", b"")
@@ -105,8 +113,7 @@ def stamp(message: Message, offset: int, timestamp: int) -> StreamRecord:
     raw = message.raw_properties
     if raw is None:
         raw = encode_properties(message.properties)
-    raw = replace_headers(raw, lambda table: (table or TypedTable()).keystore(
-        OFFSET_HEADER, Field("l", offset)).sorted())
+    raw = replace_headers(raw, lambda table: _stream_headers(table, offset))
     return StreamRecord(
         offset, timestamp, message.exchange, message.routing_key,
         _shortstr(message.exchange) + _shortstr(message.routing_key),
