@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from leveret.amqp_wire.fieldtable import Field, TypedTable
 from leveret.amqp_wire.framing import content_header_payload
-from leveret.amqp_wire.properties import decode_properties, encode_properties, replace_headers
+from leveret.amqp_wire.properties import RawProperties, decode_properties, encode_properties, replace_headers
 from leveret.queues.arguments import parse_age, type_name
 from leveret.queues.message import Message
 from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue
@@ -95,6 +95,31 @@ def _shortstr(value: str) -> bytes:
     return _SHORT.pack(len(data)) + data
 
 
+# Property flags (AMQP 0-9-1 basic class): what comes before the headers, the
+# headers, and what RabbitMQ's AMQP 1.0 record does not keep (cluster-id).
+_HEADERS_FLAG = 0x2000
+_CLUSTER_ID_FLAG = 0x0004
+_OFFSET_ONLY = struct.Struct(">HI")
+_OFFSET_ENTRY = b"\x0f" + OFFSET_HEADER.encode() + b"l"
+_LONG = struct.Struct(">q")
+
+
+def _with_offset(raw: bytes, offset: int) -> bytes:
+    """`raw` with the stream's headers. Without headers of its own (the common
+    case) the one-entry table is spliced in after content-type and -encoding."""
+    flags = raw[0] << 8 | raw[1]
+    if flags & (_HEADERS_FLAG | _CLUSTER_ID_FLAG | 1):
+        parts = RawProperties.parse(raw).without("cluster_id").to_bytes()
+        return replace_headers(parts, lambda table: _stream_headers(table, offset))
+    at = 2
+    if flags & 0x8000:
+        at += 1 + raw[at]
+    if flags & 0x4000:
+        at += 1 + raw[at]
+    table = _OFFSET_ONLY.pack(flags | _HEADERS_FLAG, len(_OFFSET_ENTRY) + 8)
+    return b"".join((table[:2], raw[2:at], table[2:], _OFFSET_ENTRY, _LONG.pack(offset), raw[at:]))
+
+
 def _stream_headers(table: TypedTable | None, offset: int) -> TypedTable:
     """The headers a stream delivers: RabbitMQ 3.10 keeps messages as AMQP 1.0, whose
     application properties hold no tables or arrays (rabbit_msg_record drops them),
@@ -113,7 +138,7 @@ def stamp(message: Message, offset: int, timestamp: int) -> StreamRecord:
     raw = message.raw_properties
     if raw is None:
         raw = encode_properties(message.properties)
-    raw = replace_headers(raw, lambda table: _stream_headers(table, offset))
+    raw = _with_offset(raw, offset)
     return StreamRecord(
         offset, timestamp, message.exchange, message.routing_key,
         _shortstr(message.exchange) + _shortstr(message.routing_key),
