@@ -32,11 +32,16 @@ import datetime
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from leveret.amqp_wire.fieldtable import Field, TypedTable
 from leveret.amqp_wire.framing import content_header_payload
-from leveret.amqp_wire.properties import RawProperties, decode_properties, encode_properties, replace_headers
+from leveret.amqp_wire.properties import (
+    RawProperties,
+    decode_properties,
+    encode_properties,
+    replace_headers,
+)
 from leveret.queues.arguments import parse_age, type_name
 from leveret.queues.message import Message
 from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue
@@ -53,19 +58,20 @@ MAX_SEGMENT_CHUNKS = 256_000
 # that takes the first offset of every segment after the first and is never delivered.
 SEGMENT_HEADER = 8
 RECORD_OVERHEAD = 136
-MARKER_SIZE = 148
+MARKER_SIZE = 76
 _SHORT = struct.Struct(">B")
 _HEADER_PREFIX = 12  # class id, weight, body size before the property flags
 
 
 # ------------------------------------------------------------------ records
-@dataclass(frozen=True, slots=True)
-class StreamRecord:
+class StreamRecord(NamedTuple):
     """One message as the log keeps it: its offset, when it was appended, and the
-    bytes every delivery of it sends (route = exchange and routing key as shortstrs)."""
+    bytes every delivery of it sends (route = exchange and routing key as shortstrs).
+    A named tuple, not a frozen dataclass: one is made per message appended or read."""
 
     offset: int
     timestamp: int  # ms
+    size: int  # what it counts in its segment (the model above)
     exchange: str
     routing_key: str
     route: bytes
@@ -76,18 +82,43 @@ class StreamRecord:
     def is_marker(self) -> bool:
         return not self.header
 
-    @property
-    def size(self) -> int:
-        if not self.header:
-            return MARKER_SIZE
-        return RECORD_OVERHEAD + len(self.route) + len(self.body) + 2 * (len(self.header) - _HEADER_PREFIX - 2)
 
     def message(self) -> Message:
-        raw = self.header[_HEADER_PREFIX:]
-        return Message(
-            self.exchange, self.routing_key, decode_properties(raw), self.body,
-            raw_properties=raw, wire_route=self.route, wire_header=self.header,
-        )
+        # Made slot by slot: this runs for every delivery of a stream.
+        message = _new_message(StreamMessage)
+        message.exchange = self.exchange
+        message.routing_key = self.routing_key
+        _PROPERTIES.__set__(message, None)
+        message.body = self.body
+        message.raw_properties = self.header[_HEADER_PREFIX:]
+        message.routing_keys = (self.routing_key,)
+        message.message_id = 0
+        message.wire_route = self.route
+        message.wire_header = self.header
+        return message
+
+
+_PROPERTIES = Message.__dict__["properties"]  # the slot's descriptor
+_new_message = object.__new__
+
+
+class StreamMessage(Message):
+    """A message read back from a stream: its properties are decoded only if
+    something asks (a delivery sends the stored bytes and never does)."""
+
+    __slots__ = ()
+
+    @property  # type: ignore[override]
+    def properties(self) -> Any:
+        value = _PROPERTIES.__get__(self)
+        if value is None:
+            value = decode_properties(self.raw_properties or b"")
+            _PROPERTIES.__set__(self, value)
+        return value
+
+    @properties.setter
+    def properties(self, value: Any) -> None:
+        _PROPERTIES.__set__(self, value)
 
 
 def _shortstr(value: str) -> bytes:
@@ -130,7 +161,7 @@ def _stream_headers(table: TypedTable | None, offset: int) -> TypedTable:
 
 def marker(offset: int, timestamp: int) -> StreamRecord:
     """The writer-tracking record that opens a segment (osiris' tracking snapshot)."""
-    return StreamRecord(offset, timestamp, "", "", b"", b"", b"")
+    return StreamRecord(offset, timestamp, MARKER_SIZE, "", "", b"", b"", b"")
 
 
 def stamp(message: Message, offset: int, timestamp: int) -> StreamRecord:
@@ -138,10 +169,13 @@ def stamp(message: Message, offset: int, timestamp: int) -> StreamRecord:
     raw = message.raw_properties
     if raw is None:
         raw = encode_properties(message.properties)
+    route = message.wire_route
+    if route is None:  # shared with the frontend, which makes it on first delivery too
+        route = message.wire_route = _shortstr(message.exchange) + _shortstr(message.routing_key)
+    size = RECORD_OVERHEAD + len(route) + len(message.body) + 2 * (len(raw) - 2)
     raw = _with_offset(raw, offset)
     return StreamRecord(
-        offset, timestamp, message.exchange, message.routing_key,
-        _shortstr(message.exchange) + _shortstr(message.routing_key),
+        offset, timestamp, size, message.exchange, message.routing_key, route,
         content_header_payload(raw, len(message.body)), message.body,
     )
 
@@ -370,6 +404,30 @@ def start_position(log: StreamLog, spec: OffsetSpec) -> int:
     return max(spec.value, log.first_offset)
 
 
+# Consumer arguments other queue types own (rabbit_queue_type:arguments(consumer_arguments)).
+FOREIGN_CONSUMER_ARGUMENTS = ("x-priority", "x-cancel-on-ha-failover")
+
+
+def check_consume(queue: str, vhost: str, arguments: Mapping[str, Any] | None, *, prefetch: int,
+                  global_prefetch: int, no_ack: bool, now_ms: int) -> OffsetSpec:
+    """basic.consume on a stream, in RabbitMQ's order: the consumer arguments
+    (rabbit_amqqueue:check_consume_arguments), then rabbit_stream_queue:consume's
+    prefetch, no-ack and global-qos rules. Returns where the consumer starts."""
+    spec = parse_offset_spec(arguments, queue, vhost, now_ms)
+    for name in arguments or ():
+        if name in FOREIGN_CONSUMER_ARGUMENTS:
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid arg '{name}' for queue '{queue}' in vhost '{vhost}' of queue type rabbit_stream_queue")
+    if not prefetch:
+        raise exceptions.AMQPPreconditionFailed(
+            f"consumer prefetch count is not set for 'queue '{queue}' in vhost '{vhost}''")
+    if no_ack:
+        raise not_supported("automatic acknowledgement", queue, vhost)
+    if global_prefetch:
+        raise exceptions.AMQPNotImplemented(f"queue '{queue}' in vhost '{vhost}' does not support global qos")
+    return spec
+
+
 def not_supported(what: str, queue: str, vhost: str) -> exceptions.AMQPNotImplemented:
     return exceptions.AMQPNotImplemented(f"{what} not supported by stream queues queue '{queue}' in vhost '{vhost}'")
 
@@ -408,8 +466,10 @@ class StreamQueue(Queue):
     def enqueue(self, message: Message, now_ms: int) -> tuple[bool, list[DeadLetter]]:
         self.stats["published"] += 1
         log = self.log
-        if log.segments and self.retention.needs_new_segment(log.segments[-1]):
-            log.append(marker(log.next_offset, now_ms))
+        segments = log.segments
+        if segments and segments[-1].size >= self.retention.segment_bytes or (
+                segments and segments[-1].count >= MAX_SEGMENT_CHUNKS):
+            log.append(marker(log.next_offset, now_ms))  # the segment is full: a new one opens
         log.append(stamp(message, log.next_offset, now_ms))
         if self.consumers:
             self.dispatch(now_ms)
@@ -428,19 +488,22 @@ class StreamQueue(Queue):
 
     def dispatch(self, now_ms: int) -> list[DeadLetter]:
         """Each consumer reads on from its own position while it has credit."""
+        delivered = 0
         for consumer in list(self.consumers):
             reader = self.readers.get(consumer)
             if reader is None:
                 continue
-            while consumer.has_credit():
-                record = reader.next()
+            has_credit, deliver, read = consumer.has_credit, consumer.deliver, reader.next
+            while has_credit():
+                record = read()
                 if record is None:
                     break
-                if record.is_marker:
-                    continue
-                self.stats["delivered"] += 1
+                if not record.header:
+                    continue  # a segment's tracking marker
+                delivered += 1
                 self._unacked += 1
-                consumer.deliver(self, Entry(record.message(), record.offset, None, 0))
+                deliver(self, Entry(record.message(), record.offset, None, 0))
+        self.stats["delivered"] += delivered
         return []
 
     def get(self, now_ms: int, no_ack: bool) -> tuple[Entry | None, list[DeadLetter]]:

@@ -6,7 +6,7 @@ Files, in the stream's own directory (streams/<queue id>/ under the data directo
     NNNNNNNNNNNNNNNNNNNN.idx   written when its segment is full: the segment's last
                                offset and timestamps, so opening reads no full segment
 Each segment starts with a magic; each record is `u32 length, u32 crc32(payload),
-payload`, the payload `u64 offset, i64 timestamp ms, u16 route length, route,
+payload`, the payload `u64 offset, i64 timestamp ms, u32 size in its segment, u16 route length, route,
 u32 header length, content header, body` (queues.stream.StreamRecord).
 
 Writing. `append` (loop thread) frames the record into a pending buffer and
@@ -49,7 +49,7 @@ MAGIC = b"LVSTRM01"
 READ_BLOCK = 1 << 20
 TAIL_BYTES = 8 << 20
 _FRAME = struct.Struct(">II")
-_FIXED = struct.Struct(">QqH")
+_FIXED = struct.Struct(">QqIH")
 _LEN = struct.Struct(">I")
 _IDX = struct.Struct(">QQqqQ")  # next offset, size, first ts, last ts, crc-less sanity (= first offset)
 _fdatasync = getattr(os, "fdatasync", os.fsync)
@@ -57,27 +57,28 @@ _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 def encode_record(record: StreamRecord) -> bytes:
     payload = b"".join((
-        _FIXED.pack(record.offset, record.timestamp, len(record.route)), record.route,
+        _FIXED.pack(record.offset, record.timestamp, record.size, len(record.route)), record.route,
         _LEN.pack(len(record.header)), record.header, record.body,
     ))
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode_payload(payload: bytes | memoryview) -> StreamRecord:
-    offset, timestamp, route_length = _FIXED.unpack_from(payload, 0)
-    at = _FIXED.size
-    route = bytes(payload[at:at + route_length])
+def decode_payload(buffer: bytes, start: int, end: int) -> StreamRecord:
+    """The record whose payload is buffer[start:end]."""
+    offset, timestamp, size, route_length = _FIXED.unpack_from(buffer, start)
+    at = start + _FIXED.size
+    route = buffer[at:at + route_length]
     at += route_length
-    (header_length,) = _LEN.unpack_from(payload, at)
+    (header_length,) = _LEN.unpack_from(buffer, at)
     at += 4
-    header = bytes(payload[at:at + header_length])
-    body = bytes(payload[at + header_length:])
+    header = buffer[at:at + header_length]
+    body = buffer[at + header_length:end]
     if not route:  # a segment's tracking marker
-        return StreamRecord(offset, timestamp, "", "", route, header, body)
-    exchange_length = route[0]
-    exchange = route[1:1 + exchange_length].decode("utf-8", "surrogateescape")
-    routing_key = route[2 + exchange_length:].decode("utf-8", "surrogateescape")
-    return StreamRecord(offset, timestamp, exchange, routing_key, route, header, body)
+        return StreamRecord(offset, timestamp, size, "", "", route, header, body)
+    exchange_end = 1 + route[0]
+    exchange = route[1:exchange_end].decode("utf-8", "surrogateescape")
+    routing_key = route[exchange_end + 1:].decode("utf-8", "surrogateescape")
+    return StreamRecord(offset, timestamp, size, exchange, routing_key, route, header, body)
 
 
 def _segment_name(first_offset: int) -> str:
@@ -99,7 +100,8 @@ class FileStreamLog:
         self._pending = bytearray()
         self._unsealed: list[Segment] = []  # full segments whose .idx is still to write
         self._unlink: list[int] = []
-        self._lock = threading.Lock()  # pending buffer, fd and unlinks: both threads
+        self._lock = threading.Lock()
+        self._io_lock = threading.Lock()
         self._tail: deque[StreamRecord] = deque()
         self._tail_bytes = 0
         self.destroyed = False
@@ -211,38 +213,48 @@ class FileStreamLog:
         return self._next
 
     # ------------------------------------------------------------- writing
+    # Locks: `_lock` guards the pending buffer and the lists both threads take
+    # (held for microseconds: the loop's appends only ever wait on it); `_io_lock`
+    # makes writes to the segment file one at a time, in order (a buffer is
+    # taken and written while holding it), and guards the file being replaced.
     def append(self, record: StreamRecord) -> None:
-        current = self.segments[-1] if self.segments else None
-        rolled = self.retention.needs_new_segment(current) and (current is None or current.count > 0)
+        segments = self.segments
+        current = segments[-1] if segments else None
+        if current is None or (current.count and self.retention.needs_new_segment(current)):
+            with self._io_lock:
+                self._roll(record)
+            current = segments[-1]
+        offset = record.offset
         frame = encode_record(record)
         with self._lock:
-            if rolled:
-                self._roll(record)
+            if not self._pending:
+                self._pending_first = offset
             self._pending += frame
-        current = self.segments[-1]
-        if not current.count:
+        if current.next_offset == current.first_offset:
             current.first_timestamp = record.timestamp
-        current.next_offset = record.offset + 1
+        current.next_offset = offset + 1
         current.size += record.size
         current.last_timestamp = record.timestamp
-        self._next = record.offset + 1
-        self._tail.append(record)
+        self._next = offset + 1
+        tail = self._tail
+        tail.append(record)
         self._tail_bytes += record.size
-        while self._tail_bytes > TAIL_BYTES and len(self._tail) > 1:
-            if self._pending:
+        while self._tail_bytes > TAIL_BYTES and len(tail) > 1:
+            if self._pending and tail[0].offset >= self._pending_first:
                 self.write_pending()  # what leaves the tail must be in a file
-            self._tail_bytes -= self._tail.popleft().size
-        if self.retention.due(self.segments):
-            self._apply_retention(record.timestamp)
+            self._tail_bytes -= tail.popleft().size
+        if current.next_offset - current.first_offset == 2 and len(segments) > 1:
+            self._apply_retention(record.timestamp)  # Retention.due
         if self.on_append is not None:
             self.on_append(self)
 
     def _roll(self, record: StreamRecord) -> None:
-        """Under the lock: start a new segment at `record` (the old one's pending bytes first)."""
+        """Holding `_io_lock`: start a new segment at `record`, the old one's pending bytes first."""
         if self._fd is not None:
-            self._write_locked()
-            self._unsealed.append(self.segments[-1])
-            os.close(self._fd)  # after its last write; flush_and_sync fsyncs closed ones by path
+            self._write_taken()
+            with self._lock:
+                self._unsealed.append(self.segments[-1])
+            os.close(self._fd)  # after its last write; flush_and_sync fsyncs it by path
         path = self.directory / f"{_segment_name(record.offset)}.seg"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if os.fstat(self._fd).st_size == 0:
@@ -262,30 +274,34 @@ class FileStreamLog:
     def write_pending(self) -> None:
         """Loop thread: pending records into the page cache (what a kill -9 cannot lose)."""
         if self._pending:
-            with self._lock:
-                self._write_locked()
+            with self._io_lock:
+                self._write_taken()
 
-    def _write_locked(self) -> None:
-        if self._pending and self._fd is not None:
-            view = memoryview(self._pending)
+    def _write_taken(self) -> None:
+        """Holding `_io_lock`: take the pending bytes and write them."""
+        with self._lock:
+            data, self._pending = self._pending, bytearray()
+        if data and self._fd is not None:
+            view = memoryview(data)
             while view:
                 view = view[os.write(self._fd, view):]
             view.release()
-            self._pending.clear()
             self._dirty = True
 
     _dirty = False
+    _pending_first = 0
 
     def flush_and_sync(self) -> None:
         """Writer thread: write what is pending, fdatasync it, seal full segments, drop doomed ones."""
-        with self._lock:
+        with self._io_lock:
             if self.destroyed:
                 return
-            self._write_locked()
+            self._write_taken()
             fd = os.dup(self._fd) if self._fd is not None and self._dirty else None
             self._dirty = False
-            unsealed, self._unsealed = self._unsealed, []
-            unlink, self._unlink = self._unlink, []
+            with self._lock:
+                unsealed, self._unsealed = self._unsealed, []
+                unlink, self._unlink = self._unlink, []
         for segment in unsealed:
             with open(self.path_of(segment), "rb+") as file:
                 _fdatasync(file.fileno())
@@ -307,8 +323,8 @@ class FileStreamLog:
             _fsync_directory(self.directory)
 
     def close(self) -> None:
-        with self._lock:
-            self._write_locked()
+        with self._io_lock:
+            self._write_taken()
             if self._fd is not None:
                 _fdatasync(self._fd)
                 os.close(self._fd)
@@ -316,7 +332,7 @@ class FileStreamLog:
 
     def destroy(self) -> None:
         """The stream was deleted: its files go."""
-        with self._lock:
+        with self._io_lock, self._lock:
             self.destroyed = True
             self._pending.clear()
             if self._fd is not None:
@@ -340,7 +356,7 @@ def _records(file: BinaryIO, start: int) -> Iterator[tuple[int, StreamRecord]]:
         if len(payload) < length or zlib.crc32(payload) != crc or length < _FIXED.size + 4:
             return
         position += _FRAME.size + length
-        yield position, decode_payload(payload)
+        yield position, decode_payload(payload, 0, length)
 
 
 def _fsync_directory(path: Path) -> None:
@@ -419,7 +435,7 @@ class FileReader:
             end = at + _FRAME.size + length
             if end <= len(buffer):
                 self._at = end
-                return decode_payload(memoryview(buffer)[at + _FRAME.size:end])
+                return decode_payload(buffer, at + _FRAME.size, end)
         # Refill: keep the partial record, read the next block after it.
         rest = buffer[at:]
         assert self._fd is not None
@@ -435,7 +451,7 @@ class FileReader:
         if _FRAME.size + length > len(buffer):
             return None  # the record's end is not written yet
         self._at = _FRAME.size + length
-        return decode_payload(memoryview(buffer)[_FRAME.size:self._at])
+        return decode_payload(buffer, _FRAME.size, self._at)
 
     @staticmethod
     def _needed(rest: bytes) -> int:
@@ -475,6 +491,15 @@ class StreamFiles:
             stream.destroy()
         else:
             shutil.rmtree(self.directory / str(qid), ignore_errors=True)
+
+    def prune(self, known: set[int]) -> None:
+        """After recovery: the directories of streams no longer declared go."""
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.iterdir():
+            if path.name.isdigit() and int(path.name) not in known:
+                log.info("stream files of queue id %s removed: the stream is gone", path.name)
+                shutil.rmtree(path, ignore_errors=True)
 
     def write_through(self) -> None:
         for stream in self.logs.values():
