@@ -43,6 +43,7 @@ from leveret.queues.dead_letter import cycle_free_queues, make_dead_letter
 from leveret.queues.dedup import DeduplicatingQueue, deduplicates
 from leveret.queues.message import Message
 from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue, parse_expiration
+from leveret.queues.stream import StreamQueue
 from leveret.store.store import TopologyJournal
 
 # Importing the modules registers the built-in exchange types.
@@ -322,9 +323,13 @@ class VirtualHost:
         queue_type = validate_queue_arguments(received, name, self.name)
         check_queue_properties(
             queue_type, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
-            queue=name, vhost=self.name,
+            queue=name, vhost=self.name, arguments=received,
         )
-        queue_class = DeduplicatingQueue if deduplicates(received) else Queue
+        queue_class: type[Queue] = Queue
+        if queue_type == "stream":
+            queue_class = StreamQueue
+        elif deduplicates(received):
+            queue_class = DeduplicatingQueue
         queue = queue_class(
             name,
             self.name,
@@ -376,6 +381,8 @@ class VirtualHost:
         if queue is None:
             return 0
         self._check_exclusive(queue, owner)
+        if isinstance(queue, StreamQueue):
+            return self._remove_queue(queue, reason)  # a stream ignores if-empty and if-unused
         # The queue process checks if-empty before if-unused (rabbit_amqqueue_process).
         if if_empty and queue.message_count:
             raise exceptions.AMQPPreconditionFailed(f"queue '{name}' in vhost '{self.name}' not empty")

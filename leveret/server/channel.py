@@ -42,6 +42,7 @@ from leveret.exchanges.router import publish_routing_keys
 from leveret.queues.arguments import type_name
 from leveret.queues.message import Message
 from leveret.queues.queue import Entry, Queue, parse_expiration
+from leveret.queues.stream import StreamQueue, check_consume, not_supported
 from leveret.store.store import ACK, COMMIT_OK, NACK, ReplyGate, Store
 
 if TYPE_CHECKING:
@@ -456,6 +457,11 @@ class Channel:
         if self.access is not None:
             self.access.check("read", "queue", queue_name)
         arguments = method.arguments or {}
+        # The queue first: a missing one is 404 whatever the arguments (as RabbitMQ).
+        queue = self.vhost.queue(queue_name, owner=self.connection)
+        if isinstance(queue, StreamQueue):
+            self._consume_stream(method, tag, queue, arguments)
+            return
         priority = arguments.get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
             got = {"longstr": "longstr", "double": "float", "bool": "bool"}.get(type_name(priority), type_name(priority))
@@ -463,7 +469,6 @@ class Channel:
                 f"invalid arg 'x-priority' for queue '{queue_name}' in vhost '{self.vhost.name}': "
                 f'"expected integer, got {got}"'
             )
-        queue = self.vhost.queue(queue_name, owner=self.connection)
         if self.global_prefetch and queue.args.queue_type == "quorum":
             raise exceptions.AMQPNotImplemented(
                 f"queue '{queue_name}' in vhost '{self.vhost.name}' does not support global qos"
@@ -471,6 +476,24 @@ class Channel:
         consumer = ChannelConsumer(self, tag, queue, method.no_ack, priority, self.consumer_prefetch, method.exclusive)
         self.vhost.consume(
             queue_name, consumer, exclusive=method.exclusive, owner=self.connection,
+            observer=consumer, now_ms=self.now(), dispatch=False,
+        )
+        self.consumers[tag] = consumer
+        if not method.nowait:
+            self.send(_BASIC.ConsumeOk(consumer_tag=tag))
+        self.vhost.dispatch(queue, self.now())
+
+    def _consume_stream(self, method: _BASIC.Consume, tag: str, queue: StreamQueue, arguments: Mapping[str, Any]) -> None:
+        """A stream consumer starts where x-stream-offset says; `exclusive` is
+        ignored on streams (RabbitMQ 3.10 as observed)."""
+        spec = check_consume(
+            queue.name, self.vhost.name, arguments, prefetch=self.consumer_prefetch,
+            global_prefetch=self.global_prefetch, no_ack=method.no_ack, now_ms=self.now(),
+        )
+        consumer = ChannelConsumer(self, tag, queue, False, 0, self.consumer_prefetch, False)
+        queue.subscribe(consumer, spec)
+        self.vhost.consume(
+            queue.name, consumer, exclusive=False, owner=self.connection,
             observer=consumer, now_ms=self.now(), dispatch=False,
         )
         self.consumers[tag] = consumer
@@ -693,6 +716,10 @@ class Channel:
 
     def _settle(self, delivery_tag: int, multiple: bool, action: str) -> None:
         taken = self._take(delivery_tag, multiple)
+        if action != "ack":
+            for _, queue, _, _ in taken:
+                if isinstance(queue, StreamQueue):
+                    raise not_supported("basic.nack and basic.reject", queue.name, queue.vhost)
         if self.tx is not None:
             # As RabbitMQ: the tags leave `unacked` now; rollback puts them back.
             self.tx_settled.extend(taken)

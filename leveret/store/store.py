@@ -87,6 +87,8 @@ from leveret.amqp_wire.fieldtable import decode_table_plain, encode_table
 from leveret.amqp_wire.properties import decode_properties, encode_properties
 from leveret.queues.message import Message
 from leveret.queues.queue import DeadLetter, Entry, Queue
+from leveret.queues.stream import StreamQueue
+from leveret.store.stream_log import FileStreamLog, StreamFiles
 
 try:
     import fcntl
@@ -446,6 +448,10 @@ class Store:
         self._recovered: dict[int, list[Entry]] = {}
         self._redelivered: dict[int, list[Entry]] = {}
         self._readonly = False  # read_definitions: leave damaged files as they are
+        # Streams (leveret.store.stream_log): a log per durable stream; those appended
+        # to since the writer last synced them, which a confirm waits for.
+        self.streams = StreamFiles(self.directory, self._stream_appended)
+        self._streams_dirty: set[FileStreamLog] = set()
 
     # ------------------------------------------------------------- opening
     @classmethod
@@ -720,6 +726,9 @@ class Store:
             return []
         qid = known[0]
         queue.journal = _QueueLog(self, qid)
+        if isinstance(queue, StreamQueue):
+            queue.attach_log(self.streams.open(qid, queue.retention))
+            return []
         entries = self._recovered.pop(qid, [])
         for entry in self._redelivered.pop(qid, []):
             # Their new delivery count, so another crash does not count them twice.
@@ -737,6 +746,7 @@ class Store:
                         len(entries), names[0] if names else qid)
         self._recovered.clear()
         self._redelivered.clear()
+        self.streams.prune({qid for qid, _ in self._queues.values()})
         self._compact_topology()
         for number in [n for n, live in self._live.items() if not live and n != self._seg]:
             self._drop_segment(number)
@@ -794,6 +804,9 @@ class Store:
                          _flags(queue.auto_delete), _table(queue.arguments))
         self._queues[(vhost, queue.name)] = (qid, record)
         queue.journal = _QueueLog(self, qid)
+        if isinstance(queue, StreamQueue):
+            self.streams.delete(qid)  # nothing of an earlier life under this id
+            queue.attach_log(self.streams.open(qid, queue.retention))
         self._topology(record)
 
     def queue_deleted(self, vhost: str, queue: Queue) -> None:
@@ -803,6 +816,10 @@ class Store:
             journal.alive = False
         if known is not None:
             self._topology(_fields(_QUEUE_DELETED, _text(vhost), _text(queue.name), _U32.pack(known[0])))
+            if isinstance(queue, StreamQueue):
+                with self._lock:
+                    self._streams_dirty.discard(self.streams.logs.get(known[0]))  # type: ignore[arg-type]
+                self.streams.delete(known[0])
 
     def bound(self, vhost: str, binding: BindingLike) -> None:
         record = _binding_record(_BINDING, vhost, binding)
@@ -952,6 +969,16 @@ class Store:
         if through:
             self.write_pending = True
 
+    def _stream_appended(self, stream: FileStreamLog) -> None:
+        """A stream took a record: confirms wait for the writer to fsync it, and it is
+        written through before the next socket write (what a consumer is sent is on file)."""
+        with self._lock:
+            self.position += 1
+            self._streams_dirty.add(stream)
+            if self._waiting:
+                self._cond.notify()
+        self.write_pending = True
+
     def _salt(self, key: int) -> int:
         salt = self._salts.get(key)
         if salt is None:
@@ -998,6 +1025,7 @@ class Store:
 
     def close(self) -> None:
         self.stop()
+        self.streams.close()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -1020,6 +1048,7 @@ class Store:
                          if (key & 1 or key < 0) and key != skip]
             for key, data in taken:
                 self._write(key, data)
+        self.streams.write_through()
 
     def _run(self) -> None:
         last_full = time.monotonic()
@@ -1027,7 +1056,7 @@ class Store:
             with self._cond:
                 deadline = None
                 while not self._stopping:
-                    if self._critical or self._unlink:
+                    if self._critical or self._unlink or self._streams_dirty:
                         break
                     now = time.monotonic()
                     if self._pending:
@@ -1064,6 +1093,7 @@ class Store:
                 # become nacks, and the records are not kept to grow memory.
                 with self._lock:
                     self._pending.clear()
+                    self._streams_dirty.clear()
                     self._critical.clear()
                     self._unlink.clear()
                     self._topology_snapshot = None
@@ -1075,6 +1105,7 @@ class Store:
                         critical, self._critical = self._critical, set()
                         unlink, self._unlink = self._unlink, []
                         snapshot, self._topology_snapshot = self._topology_snapshot, None
+                        streams, self._streams_dirty = self._streams_dirty, set()
                         taken = self.position
                         self.write_pending = False
                     if snapshot is not None:
@@ -1102,6 +1133,7 @@ class Store:
                     with self._io_lock:
                         for seg in unlink:
                             self._remove_segment(seg)
+                self.streams.sync(streams)
                 self.synced = taken
             except OSError as error:
                 self.failure = error

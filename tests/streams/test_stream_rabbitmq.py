@@ -9,6 +9,7 @@ unique and every stream is deleted afterwards (the reference is shared).
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -271,3 +272,25 @@ def retention(probe: Probe, name: str) -> list[Any]:
 def test_retention(leveret_url: str) -> None:
     observed = compare(leveret_url, retention)
     assert observed[0]["last"] == 118  # 100 messages and 19 segment openings
+
+
+def segment_boundaries(probe: Probe, name: str) -> list[Any]:
+    """Where segments start (the offsets nobody is given) for a few sizes of body,
+    routing key and properties: leveret's record sizes model osiris' files."""
+    seen = []
+    cases = [(0, 10, None), (50, 10, None), (50, 30, None), (150, 10, None), (450, 30, None),
+             (50, 10, pika.BasicProperties(headers={"abc": "defgh"}, content_type="text/plain", delivery_mode=2))]
+    for body, length, properties in cases:
+        stream = (uuid.uuid4().hex * 2)[:length]  # unique; only its length matters
+        probe.declare_stream(stream, **{"x-stream-max-segment-size-bytes": 2000})
+        probe.publish(stream, [b"z" * body] * 40, properties)
+        got = offsets(probe.read(stream, "first", count(40)))
+        seen.append([before + 1 for before, after in zip(got, got[1:], strict=False) if after != before + 1])
+        probe.channel().queue_delete(stream)
+        probe.names.remove(stream)
+    return seen
+
+
+def test_segment_boundaries(leveret_url: str) -> None:
+    observed = compare(leveret_url, segment_boundaries)
+    assert observed[0][:2] == [14, 28]
