@@ -379,6 +379,9 @@ class Api:
     def queue_info(self, queue: Queue, unacked_bytes: int) -> dict[str, Any]:
         m = self.m
         ready, unacked = queue.message_count, queue.unacked_count
+        stream = queue.args.queue_type == "stream"
+        if stream:
+            unacked = unacked_bytes = 0  # RabbitMQ counts a stream's messages, all "ready", whatever was delivered
 
         def rate(field: str) -> float:
             return m.rate("queue", queue.vhost, queue.name, field)
@@ -422,6 +425,9 @@ class Api:
         }
         if queue.args.queue_type == "quorum":
             info.update({"leader": m.node, "members": [m.node], "online": [m.node]})
+        elif stream:
+            # As RabbitMQ 3.10 lists a stream: its replicas and readers, no paging.
+            info.update({"members": [m.node], "online": [m.node], "readers": {m.node: queue.consumer_count}})
         info["dead_lettered"] = {
             reason: sum(v for (r, dlx), v in queue.dead_letter_counts.items() if r == reason and dlx)
             for reason in DEAD_LETTER_REASONS
