@@ -20,10 +20,10 @@ from leveret.queues.stream import (
     parse_offset_spec,
     stamp,
 )
-from leveret.store.stream_log import MAGIC, READ_BLOCK, FileStreamLog
 from pamqp import exceptions
 from pamqp.commands import Basic
 
+from leveret.store.stream_log import MAGIC, READ_BLOCK, FileStreamLog
 from tests.core.core_support import error_of
 
 
@@ -269,3 +269,26 @@ def test_refused_arguments_on_declare() -> None:
     assert (code, text) == (406, "invalid arg 'x-max-length' for queue 'q' in vhost '/' of queue type rabbit_stream_queue")
     with pytest.raises(exceptions.AMQPPreconditionFailed):
         stream(**{"x-max-age": "1x"})
+
+
+def test_the_playground_declares_streams_and_routes_into_them() -> None:
+    from leveret.playground.runner import ErrorEvent, ExpectEvent, Runner
+
+    events = Runner().run_text(
+        'queue events durable queue-type=stream max-age="7D" segment-size=1000000\n'
+        "exchange orders topic\n"
+        'bind orders -> events "order.#"\n'
+        'publish orders order.created "created 1"\n'
+        'publish orders order.paid "paid 1"\n'
+        "expect events has 2 messages\n"
+        "get events\n"
+        "expect error 540\n"
+        "queue capped queue-type=stream max-length=10\n"
+        "expect error 406\n"
+    )
+    assert [e.passed for e in events if isinstance(e, ExpectEvent)] == [True, True, True]
+    assert [e.reply_text for e in events if isinstance(e, ErrorEvent)] == [
+        "NOT_IMPLEMENTED - basic.get not supported by stream queues queue 'events' in vhost '/'",
+        "PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'capped' in vhost '/' "
+        "of queue type rabbit_stream_queue",
+    ]
