@@ -178,23 +178,20 @@ class BindingIndex(Protocol):
 @dataclass(frozen=True, slots=True)
 class RoutedMessage:
     """A message as an index that routes on all of it sees it (see MessageIndex).
-
-    With `dry_run` the route is only explained (the playground's trace): an
-    index must then change nothing, e.g. not remember the message.
-    """
+    Matching it changes nothing: what an exchange remembers of a route, its type
+    records after routing (leveret.exchanges.base.ExchangeType.after_routing)."""
 
     routing_keys: tuple[str, ...]
     headers: Headers | None
     properties: Any = None  # pamqp's Basic.Properties, when the caller has them
     now_ms: int | None = None  # the broker's clock, when the caller has it
-    dry_run: bool = False
 
 
 class MessageIndex(BindingIndex, Protocol):
     """An index that routes each message once, on more than a key and the headers.
 
     x-consistent-hash hashes the first routing key or a property; the
-    x-message-deduplication exchange remembers what it routed. The router calls
+    x-message-deduplication exchange skips what it routed before. The router calls
     `match_message` (once per exchange on the path) instead of `match` per key,
     and the trace `explain_message` instead of `explain`.
     """

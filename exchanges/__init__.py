@@ -1,5 +1,5 @@
 """Exchange types and the router that walks them.
 
-Each type is a behaviour (exchanges.base) registered by its wire name; the
-router walks exchanges, exchange-to-exchange bindings and alternate exchanges.
+Each type is a behaviour (exchanges.base) listed by its wire name in
+exchanges.registry; the router walks exchanges, exchange-to-exchange bindings and alternate exchanges.
 """

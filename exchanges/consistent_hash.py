@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from leveret.bindings.consistent_hash import HASH_PROPERTIES, ConsistentHashIndex, HashSource
-from leveret.exchanges.base import register
+from leveret.exchanges.base import PlainExchangeType
 from leveret.queues.arguments import type_name
 from pamqp import exceptions
 
@@ -44,12 +44,15 @@ def _string_argument(arguments: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-@register
-class ConsistentHashExchangeType:
+class ConsistentHashExchangeType(PlainExchangeType):
     """Each message goes to one destination, picked by the hash of its routing key
     (or header, or property) over buckets in proportion to the binding keys."""
 
     name = "x-consistent-hash"
+    description = "Each message goes to one destination, picked by the hash of its routing key"
+
+    def check_arguments(self, arguments: Mapping[str, Any]) -> None:
+        hash_source(arguments)
 
     def new_index(self, arguments: Mapping[str, Any]) -> ConsistentHashIndex:
         return ConsistentHashIndex(hash_source(arguments))

@@ -22,8 +22,9 @@ from typing import Any
 
 from leveret.bindings.fanout import FanoutIndex
 from leveret.bindings.model import Binding, Destination, Headers, RoutedMessage, Verdict
-from leveret.exchanges.base import register
-from leveret.queues.dedup import DedupCache, deduplication_key, message_cache_ttl
+from leveret.exchanges.base import Exchange, PlainExchangeType
+from leveret.exchanges.dedup_cache import DedupCache, message_cache_ttl
+from leveret.queues.dedup import deduplication_key
 from pamqp import exceptions
 
 _SIZE_ERROR = "Missing or invalid argument, 'x-cache-size' must be an integer greater than 0"
@@ -65,7 +66,8 @@ def cache_settings(arguments: Mapping[str, Any]) -> tuple[int, int | None]:
 
 
 class DeduplicationIndex:
-    """A fanout index behind a DedupCache (a MessageIndex: it remembers what it routed)."""
+    """A fanout index behind a DedupCache (a MessageIndex: it routes a value it has
+    not seen; the type remembers the value after routing)."""
 
     __slots__ = ("cache", "_fanout")
 
@@ -93,12 +95,8 @@ class DeduplicationIndex:
 
     def match_message(self, message: RoutedMessage) -> list[Destination]:
         key = deduplication_key(message.headers)
-        if key is not None:
-            if message.dry_run or message.now_ms is None:
-                if self.cache.contains(key, message.now_ms):
-                    return []
-            elif not self.cache.insert(key, message.now_ms, message_cache_ttl(message.headers)):
-                return []
+        if key is not None and self.cache.contains(key, message.now_ms):
+            return []
         return self._fanout.match("", None)
 
     def explain_message(self, binding: Binding, message: RoutedMessage) -> Verdict:
@@ -111,13 +109,23 @@ class DeduplicationIndex:
         return Verdict(True, f"x-deduplication-header {value!r} not seen yet: fanout")
 
 
-@register
-class DeduplicationExchangeType:
+class DeduplicationExchangeType(PlainExchangeType):
     """Routes like fanout, once per `x-deduplication-header` value within the cache window."""
 
     name = "x-message-deduplication"
+    description = __doc__ or ""
+    records_routes = True
+
+    def check_arguments(self, arguments: Mapping[str, Any]) -> None:
+        cache_settings(arguments)
 
     def new_index(self, arguments: Mapping[str, Any]) -> DeduplicationIndex:
         size, ttl = cache_settings(arguments)
         return DeduplicationIndex(DedupCache(size, ttl))
+
+    def after_routing(self, exchange: Exchange, message: RoutedMessage) -> None:
+        """The value is seen from now on (a duplicate's entry keeps its expiry)."""
+        key = deduplication_key(message.headers)
+        if key is not None and message.now_ms is not None and isinstance(exchange.index, DeduplicationIndex):
+            exchange.index.cache.insert(key, message.now_ms, message_cache_ttl(message.headers))
 

@@ -32,8 +32,9 @@ them all).
 Theory of operation. `DelayedMessages` is a heap of (deliver_at, seq) over
 `_waiting` (seq -> DelayedMessage), so delays of any length are independent:
 a short one never waits behind a long one. Deleting an exchange removes its
-entries from `_waiting`; the heap forgets them lazily. The virtual host asks
-`next_deadline` for the broker's timer and routes what `pop_due` returns.
+entries from `_waiting`; the heap forgets them lazily. The virtual host holds what an exchange type's
+`hold` asks for here, asks `next_deadline` for the broker's timer and routes
+what `pop_due` returns, through the type's `release`.
 A `DelayStore`, when set, is told of every message it must keep or forget.
 """
 
@@ -49,8 +50,7 @@ from typing import Any, Protocol
 from leveret.amqp_wire.fieldtable import Field, TypedTable
 from leveret.amqp_wire.properties import decode_properties, encode_properties, replace_headers
 from leveret.bindings.model import BindingIndex
-from leveret.exchanges import base
-from leveret.exchanges.base import register
+from leveret.exchanges.base import ExchangeType, PlainExchangeType, unknown_type_text
 from leveret.queues.message import Message
 from pamqp import exceptions
 
@@ -61,37 +61,52 @@ MAX_DELAY_MS = 4_294_967_295  # ?ERL_MAX_T: the longest Erlang timer
 _DIGITS = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
 
-def delayed_type(arguments: Mapping[str, Any]) -> base.ExchangeType:
-    """The type named by `x-delayed-type`, checked as the plugin's validate/1."""
-    value = arguments.get(DELAYED_TYPE_ARGUMENT)
-    if isinstance(value, (bytes, bytearray)):
-        value = bytes(value).decode("utf-8", "replace")
-    if not isinstance(value, str):
-        raise exceptions.AMQPPreconditionFailed(
-            "Invalid argument, 'x-delayed-type' must be an existing exchange type"
-        )
-    if value == DelayedMessageExchangeType.name:
-        raise exceptions.AMQPPreconditionFailed(
-            "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'"
-        )
-    kind = base.REGISTRY.get(value)
-    if kind is None:
-        # rabbit_exchange:check_type, the same 503 as exchange.declare's.
-        raise exceptions.AMQPCommandInvalid(base.unknown_type_text(value))
-    return kind
-
-
-@register
-class DelayedMessageExchangeType:
+class DelayedMessageExchangeType(PlainExchangeType):
     """Routes as its `x-delayed-type`, after the message's `x-delay` milliseconds."""
 
     name = "x-delayed-message"
+    description = __doc__ or ""
+    holds_messages = True
+
+    def __init__(self, types: Mapping[str, ExchangeType]) -> None:
+        self._types = types  # the types it may route as (leveret.exchanges.registry)
+
+    def delayed_type(self, arguments: Mapping[str, Any]) -> ExchangeType:
+        """The type named by `x-delayed-type`, checked as the plugin's validate/1."""
+        value = arguments.get(DELAYED_TYPE_ARGUMENT)
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", "replace")
+        if not isinstance(value, str):
+            raise exceptions.AMQPPreconditionFailed(
+                "Invalid argument, 'x-delayed-type' must be an existing exchange type"
+            )
+        if value == self.name:
+            raise exceptions.AMQPPreconditionFailed(
+                "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'"
+            )
+        kind = self._types.get(value)
+        if kind is None:
+            # rabbit_exchange:check_type, the same 503 as exchange.declare's.
+            raise exceptions.AMQPCommandInvalid(unknown_type_text(value))
+        return kind
+
+    def check_arguments(self, arguments: Mapping[str, Any]) -> None:
+        self.delayed_type(arguments).check_arguments(arguments)
 
     def new_index(self, arguments: Mapping[str, Any]) -> BindingIndex:
-        return delayed_type(arguments).new_index(arguments)
+        return self.delayed_type(arguments).new_index(arguments)
 
+    def routes_as(self, arguments: Mapping[str, Any]) -> str:
+        value = arguments.get(DELAYED_TYPE_ARGUMENT, "")
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", "replace")
+        return str(value)
 
-DELAYED = base.REGISTRY[DelayedMessageExchangeType.name]
+    def hold(self, message: Message) -> int | None:
+        return delay_of(message.properties.headers)
+
+    def release(self, message: Message, held_ms: int) -> Message:
+        return released(message, held_ms)
 
 
 def delay_of(headers: Mapping[str, Any] | None) -> int | None:

@@ -2,14 +2,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from leveret.bindings.direct import DirectIndex
-from leveret.exchanges.base import register
+from leveret.exchanges.base import PlainExchangeType
 
 
-@register
-class DirectExchangeType:
+class DirectExchangeType(PlainExchangeType):
     """Routes to bindings whose key equals the routing key."""
 
     name = "direct"
+    description = __doc__ or ""
 
     def new_index(self, arguments: Mapping[str, Any]) -> DirectIndex:
         return DirectIndex()

@@ -1,27 +1,42 @@
 """Where a message goes: the default exchange, exchange-to-exchange hops, the
-alternate exchange, and a traced variant that says why (for the playground).
+alternate exchange, and, when asked, a trace that says why (for the playground
+and the management API).
 
 RabbitMQ's rule (rabbit_exchange:route): walk a work list of exchanges with a
 seen-set, so cycles of exchange bindings end and each queue is named once; an
 exchange whose own bindings give no destination at all hands the message to
-its alternate exchange (a missing alternate exchange is ignored).
+its alternate exchange (a missing alternate exchange is ignored). Once the
+walk is over, each exchange on the path whose type records routes (the
+deduplication cache) is told of the message; a trace records nothing.
+
+`route` and `trace` are the one walk, `_walk`: with a root ExchangeHop it asks
+every binding for its verdict and records the hops; without one (the hot path)
+it asks the index for the destinations and allocates nothing per binding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from leveret.bindings.model import Binding, Destination, MessageIndex, RoutedMessage, Verdict
+from leveret.bindings.model import (
+    Binding,
+    Destination,
+    Headers,
+    MessageIndex,
+    RoutedMessage,
+    Verdict,
+)
 from leveret.exchanges.base import Exchange
 from leveret.queues.arguments import type_name
+from leveret.queues.message import Properties
 from pamqp import exceptions
 
 DEFAULT_EXCHANGE = ""
 
 
-def publish_routing_keys(routing_key: str, headers: Mapping[str, Any] | None) -> tuple[str, ...]:
+def publish_routing_keys(routing_key: str, headers: Headers | None) -> tuple[str, ...]:
     """The keys a publish routes with: its routing key, then the CC and BCC header keys.
 
     Sender-selected distribution (RabbitMQ): each header is an array of
@@ -49,59 +64,6 @@ def _header_keys(value: Any, name: str) -> tuple[str, ...]:
         if isinstance(item, str):
             keys.append(item)
     return tuple(keys)
-
-
-def _destinations(exchange: Exchange, routing_keys: Sequence[str], headers: Mapping[str, Any] | None) -> list[Destination]:
-    index = exchange.index
-    if len(routing_keys) == 1:
-        return list(index.match(routing_keys[0], headers))
-    found: dict[Destination, None] = {}
-    for routing_key in routing_keys:
-        for destination in index.match(routing_key, headers):
-            found[destination] = None
-    return list(found)
-
-
-def route(
-    exchanges: Mapping[str, Exchange],
-    queues: Mapping[str, Any],
-    start: Exchange,
-    routing_keys: Sequence[str],
-    headers: Mapping[str, Any] | None,
-    *,
-    properties: Any = None,
-    now_ms: int | None = None,
-) -> list[str]:
-    """Names of the queues a message reaches, each once, in discovery order.
-
-    `properties` and `now_ms` are for exchanges that route on the whole message
-    (leveret.bindings.model.MessageIndex)."""
-    if start.name == DEFAULT_EXCHANGE:
-        return [key for key in dict.fromkeys(routing_keys) if key in queues]
-    found: dict[str, None] = {}
-    seen = {start.name}
-    work = [start]
-    routed: RoutedMessage | None = None
-    while work:
-        exchange = work.pop()
-        if exchange.routes_message:
-            if routed is None:
-                routed = RoutedMessage(tuple(routing_keys), headers, properties, now_ms)
-            destinations = list(cast(MessageIndex, exchange.index).match_message(routed))
-        else:
-            destinations = _destinations(exchange, routing_keys, headers)
-        if not destinations and exchange.alternate_exchange is not None:
-            destinations = [Destination.exchange(exchange.alternate_exchange)]
-        for destination in destinations:
-            if destination.kind == "queue":
-                if destination.name in queues:
-                    found[destination.name] = None
-            elif destination.name not in seen:
-                seen.add(destination.name)
-                next_exchange = exchanges.get(destination.name)
-                if next_exchange is not None:
-                    work.append(next_exchange)
-    return list(found)
 
 
 @dataclass(slots=True)
@@ -132,14 +94,33 @@ class RouteTrace:
     queues: list[str]
 
 
-def trace(
+def route(
     exchanges: Mapping[str, Exchange],
-    queues: Mapping[str, Any],
+    queues: Container[str],
     start: Exchange,
     routing_keys: Sequence[str],
-    headers: Mapping[str, Any] | None,
+    headers: Headers | None,
     *,
-    properties: Any = None,
+    properties: Properties | None = None,
+    now_ms: int | None = None,
+) -> list[str]:
+    """Names of the queues a message reaches, each once, in discovery order.
+
+    `properties` and `now_ms` are for exchanges that route on the whole message
+    (leveret.bindings.model.MessageIndex) or record what they routed."""
+    if start.name == DEFAULT_EXCHANGE:
+        return [key for key in dict.fromkeys(routing_keys) if key in queues]
+    return _walk(exchanges, queues, start, routing_keys, headers, properties, now_ms, None)
+
+
+def trace(
+    exchanges: Mapping[str, Exchange],
+    queues: Container[str],
+    start: Exchange,
+    routing_keys: Sequence[str],
+    headers: Headers | None,
+    *,
+    properties: Properties | None = None,
     now_ms: int | None = None,
 ) -> RouteTrace:
     """`route` with reasons: the same walk, recording each binding's verdict.
@@ -147,55 +128,114 @@ def trace(
     root = ExchangeHop(start.name, start.type_name, "publish")
     if start.name == DEFAULT_EXCHANGE:
         for key in dict.fromkeys(routing_keys):
-            destination = Destination.queue(key)
-            binding = Binding(DEFAULT_EXCHANGE, destination, key)
+            binding = Binding(DEFAULT_EXCHANGE, Destination.queue(key), key)
             if key in queues:
                 root.matched.append(BindingVerdict(binding, Verdict(True, f"default exchange: queue named '{key}'")))
                 root.queues.append(key)
             else:
                 root.unmatched.append(BindingVerdict(binding, Verdict(False, f"default exchange: no queue named '{key}'")))
         return RouteTrace(root, list(root.queues))
+    found = _walk(exchanges, queues, start, routing_keys, headers, properties, now_ms, root)
+    return RouteTrace(root, found)
 
+
+def _walk(
+    exchanges: Mapping[str, Exchange],
+    queues: Container[str],
+    start: Exchange,
+    routing_keys: Sequence[str],
+    headers: Headers | None,
+    properties: Properties | None,
+    now_ms: int | None,
+    root: ExchangeHop | None,
+) -> list[str]:
     found: dict[str, None] = {}
     seen = {start.name}
-    work: list[tuple[Exchange, ExchangeHop]] = [(start, root)]
-    routed = RoutedMessage(tuple(routing_keys), headers, properties, now_ms, dry_run=True)
+    work = [start]
+    hops = None if root is None else [root]  # beside `work`, only when tracing
+    routed: RoutedMessage | None = None
+    recorders: list[Exchange] | None = None
     while work:
-        exchange, hop = work.pop()
-        destinations: dict[Destination, Binding] = {}
-        for binding in sorted(exchange.bindings, key=_binding_order):
-            if exchange.routes_message:
-                verdict = cast(MessageIndex, exchange.index).explain_message(binding, routed)
-            else:
-                verdicts = [exchange.index.explain(binding, key, headers) for key in routing_keys]
-                verdict = next((v for v in verdicts if v.matched), verdicts[0])
-            (hop.matched if verdict.matched else hop.unmatched).append(BindingVerdict(binding, verdict))
-            if verdict.matched:
-                destinations.setdefault(binding.destination, binding)
-        pending: list[tuple[Destination, str]] = [(d, f"binding '{b.binding_key}'") for d, b in destinations.items()]
-        if not destinations and exchange.alternate_exchange is not None:
-            pending = [(Destination.exchange(exchange.alternate_exchange), "alternate-exchange")]
-        for destination, via in pending:
+        exchange = work.pop()
+        if exchange.routes_message and routed is None:
+            routed = RoutedMessage(tuple(routing_keys), headers, properties, now_ms)
+        if exchange.records_routes:
+            if recorders is None:
+                recorders = []
+            recorders.append(exchange)
+        hop = matched = None
+        if hops is not None:
+            hop = hops.pop()
+            matched = _explain(exchange, hop, routing_keys, headers, routed)
+            destinations = list(matched)
+        elif exchange.routes_message:
+            destinations = list(cast(MessageIndex, exchange.index).match_message(cast(RoutedMessage, routed)))
+        else:
+            destinations = _destinations(exchange, routing_keys, headers)
+        alternate = not destinations and exchange.alternate_exchange is not None
+        if alternate:
+            destinations = [Destination.exchange(cast(str, exchange.alternate_exchange))]
+        for destination in destinations:
+            name = destination.name
             if destination.kind == "queue":
-                if destination.name in queues:
-                    hop.queues.append(destination.name)
-                    found[destination.name] = None
+                if name in queues:
+                    found[name] = None
+                    if hop is not None:
+                        hop.queues.append(name)
                 continue
-            child = ExchangeHop(destination.name, "", via)
-            next_exchange = exchanges.get(destination.name)
-            if destination.name in seen:
-                child.already_seen = True
-            elif next_exchange is None:
-                child.missing = True
-            else:
-                seen.add(destination.name)
-                child.exchange_type = next_exchange.type_name
-                work.append((next_exchange, child))
-            if via == "alternate-exchange":
-                hop.alternate = child
-            else:
-                hop.hops.append(child)
-    return RouteTrace(root, list(found))
+            next_exchange = exchanges.get(name) if name not in seen else None
+            if next_exchange is not None:
+                seen.add(name)
+                work.append(next_exchange)
+            if hop is not None and hops is not None:
+                via = "alternate-exchange" if matched is None or alternate else f"binding '{matched[destination].binding_key}'"
+                child = ExchangeHop(name, "", via)
+                if next_exchange is not None:
+                    child.exchange_type = next_exchange.type_name
+                    hops.append(child)
+                elif name in seen:
+                    child.already_seen = True
+                else:
+                    child.missing = True
+                if alternate:
+                    hop.alternate = child
+                else:
+                    hop.hops.append(child)
+    if recorders is not None and root is None:
+        message = routed or RoutedMessage(tuple(routing_keys), headers, properties, now_ms)
+        for exchange in recorders:
+            exchange.type.after_routing(exchange, message)
+    return list(found)
+
+
+def _destinations(exchange: Exchange, routing_keys: Sequence[str], headers: Headers | None) -> list[Destination]:
+    index = exchange.index
+    if len(routing_keys) == 1:
+        return list(index.match(routing_keys[0], headers))
+    found: dict[Destination, None] = {}
+    for routing_key in routing_keys:
+        for destination in index.match(routing_key, headers):
+            found[destination] = None
+    return list(found)
+
+
+def _explain(
+    exchange: Exchange, hop: ExchangeHop, routing_keys: Sequence[str], headers: Headers | None,
+    routed: RoutedMessage | None,
+) -> dict[Destination, Binding]:
+    """Every binding's verdict into `hop`; each destination a matching binding leads
+    to, with the first such binding."""
+    destinations: dict[Destination, Binding] = {}
+    for binding in sorted(exchange.bindings, key=_binding_order):
+        if routed is not None and exchange.routes_message:
+            verdict = cast(MessageIndex, exchange.index).explain_message(binding, routed)
+        else:
+            verdicts = [exchange.index.explain(binding, key, headers) for key in routing_keys]
+            verdict = next((v for v in verdicts if v.matched), verdicts[0])
+        (hop.matched if verdict.matched else hop.unmatched).append(BindingVerdict(binding, verdict))
+        if verdict.matched:
+            destinations.setdefault(binding.destination, binding)
+    return destinations
 
 
 def _binding_order(binding: Binding) -> tuple[str, str, str]:

@@ -228,7 +228,7 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
 
     from leveret.broker.broker import Broker
     from leveret.broker.definitions import load_definitions
-    from leveret.store.store import Store, StoreLocked
+    from leveret.store import Store, StoreLocked
 
     data = None
     if args.definitions:
@@ -318,7 +318,7 @@ def _export_definitions(args: argparse.Namespace) -> int:
 
     from leveret.broker.broker import Broker
     from leveret.broker.definitions import export_definitions, load_definitions
-    from leveret.store.store import Store
+    from leveret.store import Store
 
     if not os.path.isdir(args.data_dir):
         print(f"leveret: no data directory {args.data_dir}", file=sys.stderr)

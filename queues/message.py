@@ -50,14 +50,3 @@ class Message:
     @property
     def body_size(self) -> int:
         return len(self.body)
-
-    def with_properties(self, properties: Properties, **changes: Any) -> Message:
-        """A copy with new properties; the publisher's bytes no longer apply."""
-        return Message(
-            exchange=changes.get("exchange", self.exchange),
-            routing_key=changes.get("routing_key", self.routing_key),
-            properties=properties,
-            body=self.body,
-            raw_properties=None,
-            routing_keys=changes.get("routing_keys", self.routing_keys),
-        )

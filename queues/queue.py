@@ -18,7 +18,7 @@ Invariants:
 - The queue never routes: operations that dead-letter return `DeadLetter`
   records (only when a dead-letter exchange is configured) and the virtual host
   re-routes them.
-- A durable queue's `journal` (leveret.store.store) hears of every entry exactly once
+- A durable queue's `journal` (leveret.store) hears of every entry exactly once
   as it arrives (`enqueued`), is handed out (`delivered`), comes back
   (`requeued`) and leaves (`removed`, `purged`), whatever the path: a new way
   for entries to leave must tell it, or they come back after a restart.
@@ -94,7 +94,7 @@ class Consumer(Protocol):
 
 
 class QueueJournal(Protocol):
-    """Told every change to a durable queue's entries (leveret.store.store persists them)."""
+    """Told every change to a durable queue's entries (leveret.store.segments.QueueLog persists them)."""
 
     def enqueued(self, entry: Entry) -> None: ...
     def delivered(self, entry: Entry, no_ack: bool) -> None: ...

@@ -2,7 +2,7 @@
 
 No I/O here: the asyncio shell (leveret.server.shell) and the playground both
 drive a Broker, the first with the system clock, the second with a virtual one.
-Persistence is optional: `attach_store` hands durable state to a leveret.store.store
+Persistence is optional: `attach_store` hands durable state to a leveret.store
 Store (which does its own file I/O); without one everything lives in memory.
 """
 
@@ -21,7 +21,7 @@ from leveret.broker.vhost import VirtualHost
 from leveret.clock import Clock, SystemClock
 from leveret.queues.message import Message
 from leveret.queues.queue import Entry
-from leveret.store.store import Store
+from leveret.store import Store
 
 log = logging.getLogger("leveret.broker")
 

@@ -9,10 +9,11 @@
 coroutine on that loop). `attach(server_thread)` does the same for a
 `ServerThread` from another thread (the pytest plugin's `leveret_management`).
 
-Modules: `http` (a small asyncio HTTP/1.1 server), `api` (the JSON shapes),
-`metrics` (prometheus-client, imported on the first scrape), `core` (totals,
-rates, dead-letter storm watch), `auth` (basic auth), `logs` (one line per
-event), `ctl` (`leveret ctl`).
+Modules: `http` (the HTTP server, on aiohttp), `api` (dispatch of /api to
+the route rows of `resources/*`, see `routes`), `metrics` (prometheus-client,
+imported on the first scrape), `static` (files of the static/ folder, under
+/), `core` (totals, rates, dead-letter storm watch), `auth` (who asks),
+`logs` (one line per event), `ctl` (`leveret ctl`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from leveret.management.api import Api
 from leveret.management.core import SAMPLE_INTERVAL, STORM_RATE, Management
 from leveret.management.http import HttpServer, Request, Response
+from leveret.management.routes import NOT_FOUND, json_response
+from leveret.management.static import static_file
 
 if TYPE_CHECKING:
     from leveret.server.shell import Server, ServerThread
@@ -95,10 +98,14 @@ class ManagementServer:
             return self.metrics(request)
         if path == "/api" or path.startswith("/api/"):
             return self.api.handle(request)
-        if path == "/":
+        if request.method in ("GET", "HEAD"):
+            found = static_file("index.html" if path == "/" else path)
+            if found is not None:
+                return found
+        if path == "/":  # until the web UI ships an index.html
             text = b"leveret management: the RabbitMQ HTTP API under /api, Prometheus metrics at /metrics\n"
             return Response(200, text, "text/plain; charset=utf-8")
-        return Response(404, b'{"error":"Object Not Found","reason":"Not Found"}', "application/json")
+        return json_response(404, NOT_FOUND)
 
     def metrics(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):

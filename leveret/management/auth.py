@@ -1,7 +1,9 @@
 """Who may use the management API: HTTP basic auth against the broker's users.
 
-One function decides, `authenticate`, so that users, tags and per-vhost
-permissions can be added here later without touching the HTTP layer. Today
+`authenticate_request` is the one entry the API calls: it reads the request's
+credentials (today `Authorization: Basic`; a session cookie from the web UI's
+login form is the other way in to add here) and `authenticate` decides, so
+that users, tags and per-vhost permissions live here, not in the HTTP layer. Today
 every user of `BrokerSettings.users` is an administrator, and the users in
 `loopback_users` (guest) may only log in from the loopback interface, as in
 RabbitMQ (`loopback_users` applies to the management plugin too).
@@ -14,6 +16,7 @@ import binascii
 from dataclasses import dataclass
 
 from leveret.broker.broker import Broker
+from leveret.management.http import Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +70,9 @@ def authenticate(broker: Broker, authorization: str | None, peer_host: str,
     if name in broker.settings.loopback_users and not _is_loopback(peer_host):
         return Refused("User can only log in via localhost")
     return User(name, user.tags)
+
+
+def authenticate_request(broker: Broker, request: Request, *, vhost: str | None = None) -> User | Refused | None:
+    """Who sent `request` (see `authenticate`)."""
+    return authenticate(broker, request.header("authorization"), request.peer_host,
+                        method=request.method, vhost=vhost)

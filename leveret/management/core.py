@@ -164,15 +164,6 @@ class Management:
             "queue_deleted": sum(v.queues_deleted for v in self.broker.vhosts.values()),
         }
 
-    def dead_letter_totals(self) -> dict[tuple[str, bool], int]:
-        """(reason, had a dead-letter exchange) -> messages, all queues ever."""
-        totals: dict[tuple[str, bool], int] = {}
-        for vhost in self.broker.vhosts.values():
-            for counts in [vhost.removed_dead_letter_counts, *(q.dead_letter_counts for q in vhost.queues.values())]:
-                for key, value in counts.items():
-                    totals[key] = totals.get(key, 0) + value
-        return totals
-
     def object_totals(self) -> dict[str, int]:
         connections = self.connections()
         channels = [c for live in connections for c in live.connection.channels.values()]

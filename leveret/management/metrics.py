@@ -175,7 +175,7 @@ class BrokerCollector:
 
 def registry_for(management: Management, *, process: bool = True) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(management))  # type: ignore[arg-type]
+    registry.register(BrokerCollector(management))
     if process:
         ProcessCollector(registry=registry)  # process_* (CPU, memory, fds) on Linux
     return registry
@@ -184,5 +184,5 @@ def registry_for(management: Management, *, process: bool = True) -> CollectorRe
 def render(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
     """The exposition and its content type, as the scraper's Accept header prefers."""
     if accept and "application/openmetrics-text" in accept:
-        return openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST
+        return openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE

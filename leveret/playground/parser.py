@@ -28,6 +28,8 @@ from lark.exceptions import (
 )
 from lark.tree import Meta
 
+from leveret.exchanges.registry import REGISTRY
+
 # ------------------------------------------------------------------ values
 
 
@@ -282,10 +284,7 @@ PUBLISH_HEADERS: dict[str, tuple[str, str]] = {
 }
 PROPERTY_NAMES = {friendly: prop for friendly, (prop, _) in PUBLISH_PROPERTIES.items()}
 
-EXCHANGE_TYPES = (
-    "direct", "fanout", "topic", "headers", "x-delayed-message", "x-consistent-hash",
-    "x-message-deduplication",
-)
+EXCHANGE_TYPES = tuple(REGISTRY)
 STATEMENTS = (
     "exchange", "queue", "bind", "unbind", "publish", "wait", "get", "ack", "reject",
     "nack", "delete", "purge", "load", "explain", "show", "expect",
@@ -792,8 +791,7 @@ _EXAMPLES: dict[str, list[str]] = {
         "bind logs q \"k\"",
         "unbind logs q",
     ],
-    "give the exchange a type: direct, fanout, topic, headers, x-delayed-message, "
-    "x-consistent-hash or x-message-deduplication": [
+    f"give the exchange a type: {', '.join(EXCHANGE_TYPES[:-1])} or {EXCHANGE_TYPES[-1]}": [
         "exchange logs\n",
         "exchange logs",
     ],

@@ -324,7 +324,7 @@ class Runner:
         binding_key = statement.binding_key
         if binding_key is None:
             source = self.vhost.exchanges.get(statement.source)
-            routes_as = _routes_as(source.type_name, source.arguments) if source is not None else ""
+            routes_as = source.routes_as if source is not None else ""
             if source is not None and routes_as == "x-consistent-hash":
                 raise UsageError(
                     f"a binding to the x-consistent-hash exchange '{source.name}' needs a weight",
@@ -688,13 +688,6 @@ class Runner:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _routes_as(type_name: str, arguments: Mapping[str, Any]) -> str:
-    """The type an exchange routes as: an x-delayed-message exchange's x-delayed-type."""
-    if type_name == "x-delayed-message":
-        return str(arguments.get("x-delayed-type", ""))
-    return type_name
 
 
 def _deleted_by(statement: Statement) -> set[str]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import logging
 import socket
 import ssl
@@ -46,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 if TYPE_CHECKING:
     from leveret.broker.broker import Broker
     from leveret.server.memory import MemoryMonitor
-    from leveret.store.store import Store
+    from leveret.store import Store
 
 log = logging.getLogger("leveret.server")
 
@@ -553,10 +552,6 @@ def _address(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address or "")
-
-
-def is_address_in_use(error: OSError) -> bool:
-    return error.errno == errno.EADDRINUSE
 
 
 class ServerThread:

@@ -456,7 +456,8 @@ class FileReader:
     @staticmethod
     def _needed(rest: bytes) -> int:
         if len(rest) >= _FRAME.size:
-            return _FRAME.unpack_from(rest, 0)[0]
+            length: int = _FRAME.unpack_from(rest, 0)[0]
+            return length
         return 0
 
     def _drop_file(self) -> None:

@@ -18,11 +18,11 @@ import pika
 import pytest
 from pamqp import commands
 
-import leveret.store.store
+import leveret.store.writer
 from leveret.broker.broker import Broker
 from leveret.server.channel import Channel
 from leveret.server.shell import ServerThread
-from leveret.store.store import Store
+from leveret.store import Store
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
@@ -33,7 +33,7 @@ class SlowDisk:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.calls = 0
-        self.real: Callable[[int], None] = leveret.store.store._fdatasync
+        self.real: Callable[[int], None] = leveret.store.writer._fdatasync
 
     def __call__(self, fd: int) -> None:
         self.calls += 1
@@ -44,7 +44,7 @@ class SlowDisk:
 @pytest.fixture
 def slow_disk(monkeypatch: pytest.MonkeyPatch) -> SlowDisk:
     disk = SlowDisk(0.0)
-    monkeypatch.setattr(leveret.store.store, "_fdatasync", disk)
+    monkeypatch.setattr(leveret.store.writer, "_fdatasync", disk)
     return disk
 
 

@@ -24,7 +24,7 @@ from pamqp.commands import Basic
 from leveret.broker.broker import Broker
 from leveret.broker.vhost import VirtualHost
 from leveret.clock import VirtualClock
-from leveret.store.store import ACK, COMMIT_OK, NACK, ReplyGate, Store, StoreLocked
+from leveret.store import ACK, COMMIT_OK, NACK, ReplyGate, Store, StoreLocked
 
 T0 = 1_700_000_000_000
 
@@ -352,7 +352,7 @@ def test_steady_publish_and_ack_keeps_the_store_small(node: Node) -> None:
 def test_declare_and_delete_churn_keeps_the_topology_log_small(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("leveret.store.store.TOPOLOGY_COMPACT_MIN", 50)
+    monkeypatch.setattr("leveret.store.topology.TOPOLOGY_COMPACT_MIN", 50)
     node.vhost.declare_queue("keeper", durable=True)
     node.publish("keeper", b"kept")
     sizes = []
@@ -509,7 +509,7 @@ def test_reply_after_a_failed_write_is_a_nack(node: Node, monkeypatch: pytest.Mo
     def broken(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("leveret.store.store._fdatasync", broken)
+    monkeypatch.setattr("leveret.store.writer._fdatasync", broken)
     node.publish("q", b"m")
     gate.hold(node.store.position, ACK, 1)
     node.store.sync()

@@ -18,7 +18,7 @@ from pamqp import commands, frame
 
 from leveret.broker.broker import Broker
 from leveret.clock import VirtualClock
-from leveret.server.connection import OUTPUT_LIMIT
+from leveret.server.connection_state import OUTPUT_LIMIT
 from tests.wire.conftest import WireClient
 
 BLOCKED_CAPABILITY = {"connection.blocked": True}

@@ -26,7 +26,7 @@ from leveret.amqp_wire import framing
 from pamqp import body, commands, frame, header
 
 from leveret.broker.broker import Broker
-from leveret.server.connection import State
+from leveret.server.connection_state import State
 from tests.wire.conftest import WireClient
 
 VALID_CODES = {200, 311, 312, 313, 320, 402, 403, 404, 405, 406, 501, 502, 503, 504, 505, 506, 530, 540}

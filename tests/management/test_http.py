@@ -1,14 +1,18 @@
-"""The HTTP layer: basic auth as RabbitMQ answers it, keep-alive, chunked bodies, limits."""
+"""The HTTP layer: basic auth as RabbitMQ answers it, keep-alive, chunked bodies, limits.
+
+Header names are case-insensitive (RFC 9110): raw answers are compared in lower case.
+"""
 
 from __future__ import annotations
 
 import base64
 import socket
+from pathlib import Path
 
 import pytest
 
 from leveret.broker.broker import Broker, BrokerSettings
-from leveret.management import ManagementServer, auth
+from leveret.management import ManagementServer, auth, static
 from tests.management.conftest import Http
 
 GUEST = "Basic " + base64.b64encode(b"guest:guest").decode()
@@ -93,7 +97,7 @@ def test_malformed_requests_get_an_error_and_a_close(leveret_management: Managem
     answer = raw_exchange(leveret_management.port, request_bytes)
 
     assert answer.split(b" ")[1] == status
-    assert b"connection: close" in answer
+    assert b"connection: close" in answer.lower()
 
 
 def test_bad_json_body_is_400(http: Http) -> None:
@@ -110,7 +114,7 @@ def test_head_answers_without_a_body(leveret_management: ManagementServer) -> No
     answer = raw_exchange(leveret_management.port, request)
 
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: " in head
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: " in head.lower()
     assert body == b""
 
 
@@ -135,18 +139,49 @@ def test_no_content_has_no_length(leveret_management: ManagementServer) -> None:
 
     answer = raw_exchange(leveret_management.port, request) + raw_exchange(leveret_management.port, again)
 
-    first, second = answer.split(b"\r\n\r\n")[:2]
-    assert first.startswith(b"HTTP/1.1 201 Created") and b"content-length: 0" in first
-    assert second.startswith(b"HTTP/1.1 204 No Content") and b"content-length" not in second
+    first, second = answer.lower().split(b"\r\n\r\n")[:2]
+    assert first.startswith(b"http/1.1 201 created") and b"content-length: 0" in first
+    assert second.startswith(b"http/1.1 204 no content") and b"content-length" not in second
 
 
-def test_a_chunk_size_line_too_long_drops_the_connection_quietly(leveret_management: ManagementServer,
+def test_a_chunk_size_line_too_long_is_an_empty_400_and_a_close(leveret_management: ManagementServer,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     request = (b"POST /api/definitions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                + b"1" * 70_000 + b"\r\n")
 
     answer = raw_exchange(leveret_management.port, request)
 
-    assert answer == b""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400" and b"connection: close" in head.lower()
+    assert body == b""
     assert Http(leveret_management.url).get("/api/whoami")["name"] == "guest"  # still serving
     assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_routing_comes_before_credentials_as_in_rabbitmq(http: Http) -> None:
+    unknown = http.request("GET", "/api/not-a-thing", user=None)
+    wrong_method = http.request("POST", "/api/overview", user=None)
+    known = http.request("GET", "/api/overview", user=None)
+
+    assert (unknown.status, unknown.json) == (404, {"error": "Object Not Found", "reason": "Not Found"})
+    assert wrong_method.status == 405 and wrong_method.headers["allow"] == "GET"
+    assert known.status == 401
+
+
+def test_static_files_are_served_under_the_root(leveret_management: ManagementServer, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "app.js").write_text("console.log(1)\n")
+    (tmp_path / ".secret").write_text("no")
+    monkeypatch.setattr(static, "ROOT", tmp_path)
+    http = Http(leveret_management.url, user=None)
+
+    served = http.request("GET", "/js/app.js")
+
+    assert (served.status, served.body) == (200, b"console.log(1)\n")
+    assert served.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert http.request("GET", "/.secret").status == 404
+    assert http.request("GET", "/js/%2E%2E/%2Esecret").status == 404
+    assert http.request("GET", "/").body.startswith(b"leveret management")  # no index.html yet
+    (tmp_path / "index.html").write_text("<html></html>")
+    assert http.request("GET", "/").body == b"<html></html>"

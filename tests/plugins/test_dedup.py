@@ -6,7 +6,8 @@ import datetime
 from typing import Any
 
 import pytest
-from leveret.queues.dedup import DedupCache, DeduplicatingQueue, deduplicates, deduplication_key
+from leveret.exchanges.dedup_cache import DedupCache
+from leveret.queues.dedup import DeduplicatingQueue, deduplicates, deduplication_key
 
 from tests.core.core_support import FakeConsumer, World, error_of
 

@@ -1,0 +1,33 @@
+"""Files of the static/ folder (package data), served under / for the web UI.
+
+`static_file("app.js")` -> a 200 `Response`, or None when there is no such
+file. Dot files and paths leaving the folder are never served. The folder
+holds nothing yet: the web UI (issue 20) puts index.html and its assets there.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from urllib.parse import unquote
+
+from leveret.management.http import Response
+
+ROOT = Path(__file__).resolve().parent / "static"
+
+
+def static_file(path: str) -> Response | None:
+    parts = [p for p in unquote(path).split("/") if p]
+    if not parts or any(p.startswith(".") or "\\" in p for p in parts):
+        return None
+    target = ROOT.joinpath(*parts)
+    try:
+        if not target.resolve().is_relative_to(ROOT) or not target.is_file():
+            return None
+        body = target.read_bytes()
+    except (OSError, ValueError):
+        return None
+    content_type, _ = mimetypes.guess_type(target.name)
+    if content_type is not None and content_type.startswith("text/"):
+        content_type += "; charset=utf-8"
+    return Response(200, body, content_type or "application/octet-stream")
