@@ -78,6 +78,11 @@ AGE_UNITS_MS = {
 EQUIVALENCE_CHECKED = TYPE_ARGUMENTS["classic"]
 
 
+def type_module(queue_type: str) -> str:
+    """The Erlang module RabbitMQ names a queue type by in its errors."""
+    return _MODULES.get(queue_type, queue_type)
+
+
 def type_name(value: Any) -> str:
     """RabbitMQ's name for a value's wire type: the one it came with from a client,
     else the one a pamqp client would send `value` as."""

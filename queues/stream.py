@@ -58,7 +58,7 @@ MAX_SEGMENT_CHUNKS = 256_000
 # that takes the first offset of every segment after the first and is never delivered.
 SEGMENT_HEADER = 8
 RECORD_OVERHEAD = 136
-MARKER_SIZE = 76
+MARKER_SIZE = 60
 _SHORT = struct.Struct(">B")
 _HEADER_PREFIX = 12  # class id, weight, body size before the property flags
 

@@ -25,7 +25,7 @@ from pamqp import commands, exceptions
 from leveret.amqp_wire import framing, replies
 from leveret.amqp_wire.fieldtable import Field, TypedTable
 from leveret.amqp_wire.properties import encode_properties, replace_headers
-from leveret.queues.arguments import type_name
+from leveret.queues.arguments import type_module, type_name
 from leveret.queues.message import Message
 from leveret.queues.queue import Entry, Queue
 from leveret.queues.stream import StreamQueue, check_consume
@@ -80,6 +80,11 @@ class Delivery(ChannelState):
             raise exceptions.AMQPPreconditionFailed(
                 f"invalid arg 'x-priority' for queue '{queue_name}' in vhost '{self.vhost.name}': "
                 f'"expected integer, got {got}"'
+            )
+        if "x-stream-offset" in arguments:  # a stream's consumer argument, refused by the other types
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid arg 'x-stream-offset' for queue '{queue_name}' in vhost '{self.vhost.name}' "
+                f"of queue type {type_module(queue.args.queue_type)}"
             )
         if self.global_prefetch and queue.args.queue_type == "quorum":
             raise exceptions.AMQPNotImplemented(

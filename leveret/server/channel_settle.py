@@ -121,6 +121,8 @@ class Settlement(ChannelState):
         # RabbitMQ implements requeue=true only (redelivery to the same consumer is not offered).
         if not requeue:
             raise exceptions.AMQPNotImplemented("requeue=false")
+        if any(isinstance(queue, StreamQueue) for queue, _, _ in self.unacked.values()):
+            raise exceptions.AMQPInternalError()  # RabbitMQ 3.10's channel crashes on it (541)
         self._requeue_all(self.now())
         self.dispatch_consumed_queues()
 

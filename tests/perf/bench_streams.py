@@ -213,19 +213,38 @@ def read_scenario(url: str, queue: str, count: int, on_progress: Callable[[int],
         client.close()
 
 
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url")
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--pid", type=int, help="the broker's pid: report its RSS before and while reading")
     args = parser.parse_args()
     queue = f"perf-stream-{uuid.uuid4().hex[:8]}"
     declare_stream(args.url, queue)
     try:
         published = publish_scenario(args.url, queue, args.messages, args.size)
         print(f"publish with confirms: {published.rate:,.0f} msg/s ({published.messages:,} in {published.seconds:.1f}s)")
-        read = read_scenario(args.url, queue, args.messages)
+        before = rss(args.pid) if args.pid else 0
+        peak = [before]
+
+        def sample(received: int) -> None:
+            if args.pid and received % 20_000 == 0:
+                peak[0] = max(peak[0], rss(args.pid))
+
+        read = read_scenario(args.url, queue, args.messages, sample)
         print(f"read from first:       {read.rate:,.0f} msg/s ({read.messages:,} in {read.seconds:.1f}s)")
+        if args.pid:
+            print(f"broker RSS: {before / 2**20:,.0f} MiB before the read, {peak[0] / 2**20:,.0f} MiB at most during it "
+                  f"(the stream: {args.messages * args.size / 2**20:,.0f} MiB of bodies)")
     finally:
         delete_queue(args.url, queue)
     return 0

@@ -101,6 +101,11 @@ def test_redeclare(leveret_url: str) -> None:
 def consume_errors(probe: Probe, name: str) -> list[Any]:
     probe.declare_stream(name)
     probe.publish(name, [b"a", b"b"])
+    classic = name + "-classic"
+    channel = probe.channel()
+    channel.queue_declare(classic)
+    probe.names.append(classic)
+    channel.close()
 
     def consume(qos: int | None = 10, global_qos: bool = False, no_ack: bool = False,
                 arguments: dict[str, Any] | None = None) -> Callable[[Any], Any]:
@@ -121,6 +126,8 @@ def consume_errors(probe: Probe, name: str) -> list[Any]:
                 probe.connection.process_data_events(0.05)
             if how == "nack":
                 channel.basic_nack(tags[0], requeue=True)
+            elif how == "recover":
+                channel.basic_recover(requeue=True)
             else:
                 channel.basic_reject(tags[0], requeue=False)
             channel.queue_declare(name, passive=True)  # a round trip: the refusal arrives first
@@ -141,6 +148,9 @@ def consume_errors(probe: Probe, name: str) -> list[Any]:
         probe.attempt(consume(arguments={"x-credit": 5, "x-foo": 1}), name),
         probe.attempt(settle("nack"), name),
         probe.attempt(settle("reject"), name),
+        probe.attempt(settle("recover"), name),
+        probe.attempt(lambda c: c.basic_consume(classic, lambda *_: None, arguments={"x-stream-offset": "first"}),
+                      classic),
     ]
 
 
@@ -278,7 +288,9 @@ def segment_boundaries(probe: Probe, name: str) -> list[Any]:
     """Where segments start (the offsets nobody is given) for a few sizes of body,
     routing key and properties: leveret's record sizes model osiris' files."""
     seen = []
-    cases = [(0, 10, None), (50, 10, None), (50, 30, None), (150, 10, None), (450, 30, None),
+    # Away from the edges: osiris' tracking chunk varies by a few bytes (it holds
+    # the publishing channel's pid), so a segment that just fits may not.
+    cases = [(0, 30, None), (50, 10, None), (50, 30, None), (150, 10, None), (450, 30, None),
              (50, 10, pika.BasicProperties(headers={"abc": "defgh"}, content_type="text/plain", delivery_mode=2))]
     for body, length, properties in cases:
         stream = (uuid.uuid4().hex * 2)[:length]  # unique; only its length matters
@@ -293,4 +305,4 @@ def segment_boundaries(probe: Probe, name: str) -> list[Any]:
 
 def test_segment_boundaries(leveret_url: str) -> None:
     observed = compare(leveret_url, segment_boundaries)
-    assert observed[0][:2] == [14, 28]
+    assert observed[0][:2] == [12, 25]
