@@ -152,6 +152,7 @@ class QueueArguments:
     single_active_consumer: bool = False
     delivery_limit: int | None = None
     queue_type: str = "classic"
+    dead_letter_strategy: str | None = None  # as declared; quorum queues read it
     # Streams: retention by age (ms) and the size a segment file grows to.
     max_age: int | None = None
     max_segment_size_bytes: int | None = None
@@ -291,18 +292,18 @@ def _max_age(value: Any, _: Mapping[str, Any]) -> str | None:
     return None if parse_age(value) is not None else "invalid_max_age"
 
 
-def _initial_cluster_size(value: Any, args: Mapping[str, Any]) -> str | None:
+def _initial_group_size(value: Any, args: Mapping[str, Any]) -> str | None:
     error = _non_negative(value, args)
     if error is None and value == 0:
         return "{value_zero,0}"
     return error
 
 
-def _leader_locator(value: Any, _: Mapping[str, Any]) -> str | None:
-    text = _text(value)
-    if text is None:
-        return f"{{unacceptable_type,{type_name(value)}}}"
-    return None if text in QUEUE_LEADER_LOCATORS else "invalid_queue_locator_arg"
+def _queue_leader_locator(value: Any, _: Mapping[str, Any]) -> str | None:
+    error = _longstr(value)
+    if error is None and _text(value) not in QUEUE_LEADER_LOCATORS:
+        return "invalid_queue_locator_arg"
+    return error
 
 
 VALIDATORS: tuple[tuple[str, Validator], ...] = (
@@ -321,11 +322,11 @@ VALIDATORS: tuple[tuple[str, Validator], ...] = (
     ("x-queue-version", _queue_version),
     ("x-single-active-consumer", _single_active_consumer),
     ("x-queue-type", _queue_type),
-    ("x-quorum-initial-group-size", _initial_cluster_size),
+    ("x-quorum-initial-group-size", _initial_group_size),
     ("x-max-age", _max_age),
     ("x-stream-max-segment-size-bytes", _non_negative),
-    ("x-initial-cluster-size", _initial_cluster_size),
-    ("x-queue-leader-locator", _leader_locator),
+    ("x-initial-cluster-size", _initial_group_size),
+    ("x-queue-leader-locator", _queue_leader_locator),
     # Not validated by RabbitMQ (it has no classic delivery limit); ours is.
     ("x-delivery-limit", _delivery_limit),
 )
@@ -358,6 +359,17 @@ def validate_queue_arguments(args: Mapping[str, Any], queue: str, vhost: str) ->
                 f"of queue type {_MODULES[queue_type]}"
             )
     return queue_type
+
+
+def check_server_named(arguments: Mapping[str, Any]) -> None:
+    """Quorum queues and streams cannot have a server-generated name (their
+    capabilities say server_named => false); rabbit_channel asks before it looks
+    at anything else."""
+    queue_type = _text(arguments.get("x-queue-type"))
+    if queue_type in ("quorum", "stream"):
+        raise exceptions.AMQPPreconditionFailed(
+            f"Cannot declare a server-named queue for type {_MODULES[queue_type]}"
+        )
 
 
 def check_queue_properties(
@@ -403,6 +415,7 @@ def parse_queue_arguments(
         single_active_consumer=bool(args.get("x-single-active-consumer", False)),
         delivery_limit=_integer_or_none(args.get("x-delivery-limit")),
         queue_type=queue_type,
+        dead_letter_strategy=text("x-dead-letter-strategy"),
         max_age=parse_age(args["x-max-age"]) if queue_type == "stream" and "x-max-age" in args else None,
         max_segment_size_bytes=args.get("x-stream-max-segment-size-bytes") if queue_type == "stream" else None,
     )

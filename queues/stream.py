@@ -516,7 +516,7 @@ class StreamQueue(Queue):
             self._unacked -= 1
             self.stats["acked"] += 1
 
-    def requeue(self, entries: Iterable[Entry], now_ms: int) -> list[DeadLetter]:
+    def requeue(self, entries: Iterable[Entry], now_ms: int, *, consumer_gone: bool = False) -> list[DeadLetter]:
         # Only a closing channel gets here (nack is refused): its deliveries are let go.
         for _ in entries:
             self._unacked -= 1

@@ -20,11 +20,12 @@ from leveret.broker.vhost_state import VhostState
 from leveret.queues.arguments import (
     assert_equivalent,
     check_queue_properties,
+    check_server_named,
     validate_queue_arguments,
 )
-from leveret.queues.dedup import DeduplicatingQueue, deduplicates
 from leveret.queues.queue import Queue
 from leveret.queues.stream import StreamQueue
+from leveret.queues.types import queue_class
 
 log = logging.getLogger("leveret.vhost")
 
@@ -58,6 +59,7 @@ class QueueTable:
             queue.touch(now_ms)
             return queue
         if not name:
+            check_server_named(arguments or {})
             name = self._server_named()
         elif name.startswith("amq."):
             raise exceptions.AMQPAccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
@@ -84,12 +86,7 @@ class QueueTable:
             queue_type, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
             queue=name, vhost=state.name, arguments=received,
         )
-        queue_class: type[Queue] = Queue
-        if queue_type == "stream":
-            queue_class = StreamQueue
-        elif deduplicates(received):
-            queue_class = DeduplicatingQueue
-        queue = queue_class(
+        queue = queue_class(queue_type, received)(
             name,
             state.name,
             durable=durable,

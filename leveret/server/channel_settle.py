@@ -134,7 +134,9 @@ class Settlement(ChannelState):
                 consumer.leaving = False
                 self.vhost.handover(consumer.queue, now)
 
-    def _requeue_all(self, now: int) -> None:
+    def _requeue_all(self, now: int, *, consumer_gone: bool = False) -> None:
+        """Everything unacked goes back: `consumer_gone` when the channel closes
+        (a quorum queue serves those first), else a basic.recover."""
         by_queue: dict[Queue, list[Entry]] = {}
         settled = []
         for queue, entry, consumer in self.unacked.values():
@@ -144,7 +146,7 @@ class Settlement(ChannelState):
                 settled.append(consumer)
         self.unacked.clear()
         for queue, entries in by_queue.items():
-            self.vhost.requeue(queue, entries, now)
+            self.vhost.requeue(queue, entries, now, consumer_gone=consumer_gone)
         self._hand_over(settled, now)
 
     def _tx_select(self, method: commands.Tx.Select) -> None:

@@ -73,6 +73,8 @@ def declare_errors(probe: Probe, name: str) -> list[Any]:
             channel.queue_delete(name)
             return 0
         seen.append((flags, arguments, probe.attempt(declare, name)))
+    # No server-generated names for streams.
+    seen.append(probe.attempt(lambda channel: channel.queue_declare("", durable=True, arguments=STREAM)))
     return seen
 
 
