@@ -130,25 +130,29 @@ def _shortstr(value: str) -> bytes:
 # headers, and what RabbitMQ's AMQP 1.0 record does not keep (cluster-id).
 _HEADERS_FLAG = 0x2000
 _CLUSTER_ID_FLAG = 0x0004
-_OFFSET_ONLY = struct.Struct(">HI")
+_HEADER_AND_FLAGS = struct.Struct(">HHQH")  # class, weight, body size, property flags
 _OFFSET_ENTRY = b"\x0f" + OFFSET_HEADER.encode() + b"l"
+_OFFSET_TABLE = struct.pack(">I", len(_OFFSET_ENTRY) + 8) + _OFFSET_ENTRY
 _LONG = struct.Struct(">q")
 
 
-def _with_offset(raw: bytes, offset: int) -> bytes:
-    """`raw` with the stream's headers. Without headers of its own (the common
-    case) the one-entry table is spliced in after content-type and -encoding."""
+def _header_with_offset(raw: bytes, offset: int, body_size: int) -> bytes:
+    """The content-header payload of `raw` with the stream's headers. Without
+    headers of its own (the common case) the one-entry table is spliced in after
+    content-type and -encoding, in one join."""
     flags = raw[0] << 8 | raw[1]
     if flags & (_HEADERS_FLAG | _CLUSTER_ID_FLAG | 1):
         parts = RawProperties.parse(raw).without("cluster_id").to_bytes()
-        return replace_headers(parts, lambda table: _stream_headers(table, offset))
+        return content_header_payload(replace_headers(parts, lambda table: _stream_headers(table, offset)), body_size)
     at = 2
     if flags & 0x8000:
         at += 1 + raw[at]
     if flags & 0x4000:
         at += 1 + raw[at]
-    table = _OFFSET_ONLY.pack(flags | _HEADERS_FLAG, len(_OFFSET_ENTRY) + 8)
-    return b"".join((table[:2], raw[2:at], table[2:], _OFFSET_ENTRY, _LONG.pack(offset), raw[at:]))
+    return b"".join((
+        _HEADER_AND_FLAGS.pack(60, 0, body_size, flags | _HEADERS_FLAG), raw[2:at],
+        _OFFSET_TABLE, _LONG.pack(offset), raw[at:],
+    ))
 
 
 def _stream_headers(table: TypedTable | None, offset: int) -> TypedTable:
@@ -172,11 +176,11 @@ def stamp(message: Message, offset: int, timestamp: int) -> StreamRecord:
     route = message.wire_route
     if route is None:  # shared with the frontend, which makes it on first delivery too
         route = message.wire_route = _shortstr(message.exchange) + _shortstr(message.routing_key)
-    size = RECORD_OVERHEAD + len(route) + len(message.body) + 2 * (len(raw) - 2)
-    raw = _with_offset(raw, offset)
+    body = message.body
+    size = RECORD_OVERHEAD + len(route) + len(body) + 2 * (len(raw) - 2)
     return StreamRecord(
         offset, timestamp, size, message.exchange, message.routing_key, route,
-        content_header_payload(raw, len(message.body)), message.body,
+        _header_with_offset(raw, offset, len(body)), body,
     )
 
 

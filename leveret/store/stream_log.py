@@ -55,12 +55,15 @@ _IDX = struct.Struct(">QQqqQ")  # next offset, size, first ts, last ts, crc-less
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 
-def encode_record(record: StreamRecord) -> bytes:
-    payload = b"".join((
-        _FIXED.pack(record.offset, record.timestamp, record.size, len(record.route)), record.route,
-        _LEN.pack(len(record.header)), record.header, record.body,
-    ))
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+def encode_record(record: StreamRecord) -> tuple[bytes, ...]:
+    """The record's frame, in parts (appended to the pending buffer one by one: no join)."""
+    fixed = _FIXED.pack(record.offset, record.timestamp, record.size, len(record.route))
+    header = record.header
+    header_length = _LEN.pack(len(header))
+    crc = zlib.crc32(record.body, zlib.crc32(header, zlib.crc32(header_length, zlib.crc32(
+        record.route, zlib.crc32(fixed)))))
+    length = len(fixed) + len(record.route) + 4 + len(header) + len(record.body)
+    return _FRAME.pack(length, crc), fixed, record.route, header_length, header, record.body
 
 
 def decode_payload(buffer: bytes, start: int, end: int) -> StreamRecord:
@@ -225,11 +228,12 @@ class FileStreamLog:
                 self._roll(record)
             current = segments[-1]
         offset = record.offset
-        frame = encode_record(record)
+        parts = encode_record(record)
         with self._lock:
-            if not self._pending:
+            pending = self._pending
+            if not pending:
                 self._pending_first = offset
-            self._pending += frame
+            pending += b"".join(parts)
         if current.next_offset == current.first_offset:
             current.first_timestamp = record.timestamp
         current.next_offset = offset + 1
