@@ -111,16 +111,22 @@ class Settlement(ChannelState):
         self._settle(method.delivery_tag or 0, False, "requeue" if method.requeue else "reject")
 
     def _basic_recover(self, method: _BASIC.Recover) -> None:
-        self._recover(method.requeue)
+        self._check_recover(method.requeue)
+        # As RabbitMQ, whose queues redeliver after the channel replied: recover-ok first.
         self.send(_BASIC.RecoverOk())
+        self._recover()
 
     def _basic_recover_async(self, method: _BASIC.RecoverAsync) -> None:
-        self._recover(method.requeue)
+        self._check_recover(method.requeue)
+        self._recover()
 
-    def _recover(self, requeue: bool) -> None:
+    @staticmethod
+    def _check_recover(requeue: bool) -> None:
         # RabbitMQ implements requeue=true only (redelivery to the same consumer is not offered).
         if not requeue:
             raise exceptions.AMQPNotImplemented("requeue=false")
+
+    def _recover(self) -> None:
         if any(isinstance(queue, StreamQueue) for queue, _, _ in self.unacked.values()):
             raise exceptions.AMQPInternalError()  # RabbitMQ 3.10's channel crashes on it (541)
         self._requeue_all(self.now())
