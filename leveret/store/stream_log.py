@@ -7,7 +7,7 @@ Files, in the stream's own directory (streams/<queue id>/ under the data directo
                                offset and timestamps, so opening reads no full segment
 Each segment starts with a magic; each record is `u32 length, u32 crc32(payload),
 payload`, the payload `u64 offset, i64 timestamp ms, u32 size in its segment, u16 route length, route,
-u32 header length, content header, body` (queues.stream.StreamRecord).
+u32 header length, content header, body` (queues.stream_segments.StreamRecord).
 
 Writing. `append` (loop thread) frames the record into a pending buffer and
 tells the store, whose writer thread writes and fdatasyncs it before the
@@ -24,7 +24,7 @@ with publishers never touch the files.
 
 Recovery. Segments with an .idx are taken as they say; the last one is scanned,
 and a torn or corrupt tail (a crash mid-write) is cut at the last whole record.
-Retention (queues.stream.Retention) unlinks whole segments; an open reader keeps
+Retention (queues.stream_segments.Retention) unlinks whole segments; an open reader keeps
 reading its unlinked file, as with osiris, and then moves to the first offset left.
 """
 
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from leveret.queues.stream import SEGMENT_HEADER, Retention, Segment, StreamRecord
+from leveret.queues.stream_segments import SEGMENT_HEADER, Retention, Segment, StreamRecord
 
 log = logging.getLogger("leveret.store.stream")
 

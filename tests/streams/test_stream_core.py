@@ -12,14 +12,8 @@ from leveret.amqp_wire.properties import decode_properties, encode_properties
 from leveret.queues.arguments import parse_age, parse_queue_arguments
 from leveret.queues.message import Message
 from leveret.queues.queue import Entry, Queue
-from leveret.queues.stream import (
-    MemoryStreamLog,
-    OffsetSpec,
-    Retention,
-    StreamQueue,
-    parse_offset_spec,
-    stamp,
-)
+from leveret.queues.stream import OffsetSpec, StreamQueue, parse_offset_spec
+from leveret.queues.stream_segments import MemoryStreamLog, Retention, stamp
 from pamqp import exceptions
 from pamqp.commands import Basic
 
