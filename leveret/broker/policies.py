@@ -60,6 +60,12 @@ UNSUPPORTED: dict[str, frozenset[str]] = {
         "ha-sync-mode", "ha-promote-on-shutdown", "ha-promote-on-failure", "queue-master-locator",
         "max-age", "stream-max-segment-size-bytes", "initial-cluster-size",
     }),
+    "stream": frozenset({
+        "expires", "message-ttl", "dead-letter-exchange", "dead-letter-routing-key", "max-length",
+        "max-in-memory-length", "max-in-memory-bytes", "max-priority", "overflow", "queue-mode",
+        "single-active-consumer", "delivery-limit", "ha-mode", "ha-params", "ha-sync-mode",
+        "ha-promote-on-shutdown", "ha-promote-on-failure", "queue-master-locator", "dead-letter-strategy",
+    }),
 }
 
 _MAX_STREAM_SEGMENT = 3_000_000_000
