@@ -33,13 +33,15 @@ from leveret.management.resources import (
     exchanges,
     overview,
     queues,
+    routing,
     vhosts,
 )
 from leveret.management.routes import JSON, NOT_FOUND, Call, HttpError, Route, Router, json_response
+from leveret.management.session import Sessions
 
 ROUTES: tuple[Route, ...] = (
     *overview.ROUTES, *vhosts.ROUTES, *queues.ROUTES, *exchanges.ROUTES, *bindings.ROUTES,
-    *connections.ROUTES, *definitions.ROUTES,
+    *connections.ROUTES, *definitions.ROUTES, *routing.ROUTES,
 )
 
 _CHALLENGE = (("www-authenticate", 'Basic realm="leveret management"'),)
@@ -48,9 +50,11 @@ _CHALLENGE = (("www-authenticate", 'Basic realm="leveret management"'),)
 class Api:
     """Answers /api/* requests; `handle` is the HTTP server's handler for them."""
 
-    def __init__(self, management: Management, routes: Iterable[Route] = ROUTES) -> None:
+    def __init__(self, management: Management, routes: Iterable[Route] = ROUTES,
+                 sessions: Sessions | None = None) -> None:
         self.m = management
         self.router = Router(routes)
+        self.sessions = sessions
 
     def handle(self, request: Request) -> Response:
         segments = Router.segments(request.path)
@@ -61,12 +65,12 @@ class Api:
             return Response(405, headers=(("allow", ", ".join(found.allowed)),))
         route, args = found.route, found.args
         vhost = args[route.vhost_index] if route.vhost_index is not None else None
-        user = auth.authenticate_request(self.m.broker, request, vhost=vhost)
+        user = auth.authenticate_request(self.m.broker, request, vhost=vhost, sessions=self.sessions)
         if user is None:
             return Response(401, headers=_CHALLENGE)
         if isinstance(user, auth.Refused):
-            return Response(401, json.dumps({"error": user.error, "reason": user.reason}).encode(), JSON,
-                            _CHALLENGE)
+            return Response(user.status, json.dumps({"error": user.error, "reason": user.reason}).encode(), JSON,
+                            _CHALLENGE if user.status == 401 else ())
         try:
             result = route.handler(Call(self.m, request, user), *args)
             if isinstance(result, Response):
