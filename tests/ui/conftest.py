@@ -52,7 +52,7 @@ class Ui:
         return self.thread.url
 
     def call(self, fn: Callable[[Any], Any]) -> Any:
-        """Run `fn(server)` on the broker's loop."""
+        """Run `fn(broker)` on the broker's loop."""
         return self.thread.call(fn)
 
     def http(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,

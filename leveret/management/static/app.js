@@ -441,14 +441,20 @@ function routingView(vhost, name) {
     return h("ul", {class: "next"}, (next || []).map((n) => h("li", {"data-queue": n.queue}, `on reject or expiry from ${n.queue}: `,
       n.route ? h("span", {}, `to dead-letter exchange ${n.dead_letter_exchange || "(AMQP default)"} with key ${n.routing_keys.join(", ")}, landing in ${n.queues.length ? n.queues.join(", ") : "no queue (dropped)"}`, hopList(n.route), nextList(n.next)) : h("span", {class: "why"}, n.why))));
   }
+  let asked = 0; // answers can come back out of order: only the latest is drawn
   async function run() {
+    const mine = ++asked;
     let hdrs;
     try { hdrs = parseArgs(headers.value); } catch (e) { showError(box, e); return; }
     try {
-      const t = await api("POST", `leveret/trace/${enc(vhost)}/${enc(name)}`, {routing_key: key.value, headers: hdrs});
+      const sent = [key.value, headers.value];
+      const t = await api("POST", `leveret/trace/${enc(vhost)}/${enc(name)}`, {routing_key: sent[0], headers: hdrs});
+      if (mine !== asked) return;
       box.hidden = true;
       result.replaceChildren(h("p", {id: "landing", class: t.queues.length ? "ok" : "error"}, t.queues.length ? `Lands in: ${t.queues.join(", ")}` : "Routed to no queue (unroutable)"),
         hopList(t.route), h("h3", {}, "Next, on reject or expiry"), nextList(t.next));
+      result.dataset.key = sent[0];
+      result.dataset.headers = sent[1];
       highlight(t);
     } catch (e) { showError(box, e); }
   }
