@@ -9,15 +9,14 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import pytest
-
 from leveret.exchanges.router import ExchangeHop
+
 from leveret.playground.cli import run_test_file
 from leveret.playground.render import make_console
 from tests.ui.conftest import Page, Ui, expect, log_in

@@ -402,7 +402,8 @@ function routingView(vhost, name) {
         {selector: "node[kind='queue']", style: {shape: "barrel", "background-color": "#888"}},
         {selector: "edge", style: {label: "data(label)", "font-size": 9, "curve-style": "bezier", "target-arrow-shape": "triangle", width: 1.5, "text-rotation": "autorotate"}},
         ...Object.entries(EDGE_STYLE).map(([kind, s]) => ({selector: `edge[kind='${kind}']`, style: {"line-color": s.color, "target-arrow-color": s.color, "line-style": s.style}})),
-        {selector: ".hit", style: {"background-color": "#1b7f3b", "line-color": "#1b7f3b", "target-arrow-color": "#1b7f3b", width: 3}},
+        {selector: "node.hit", style: {"background-color": "#1b7f3b"}},
+        {selector: "edge.hit", style: {"line-color": "#1b7f3b", "target-arrow-color": "#1b7f3b", width: 3}},
         {selector: ".miss", style: {opacity: 0.35}},
       ]});
     window.leveretGraph = cy;
