@@ -296,6 +296,8 @@ def test_the_routing_view_follows_a_dead_letter_route(page: Page, ui: Ui, channe
     # the graph draws the dead-letter edge as an edge of its own kind
     kinds = page.evaluate("window.leveretGraph.edges().map(e => e.data('kind'))")
     assert sorted(kinds) == ["binding", "binding", "dead-letter"]
+    on_path = page.evaluate("window.leveretGraph.edges('.hit').map(e => e.data('kind'))")
+    assert sorted(on_path) == ["binding", "binding", "dead-letter"]  # publish, dead-letter, then on to parked
 
 
 def test_bind_from_the_ui_and_the_routing_view_changes(page: Page, ui: Ui, channel: object) -> None:

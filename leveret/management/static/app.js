@@ -408,6 +408,7 @@ function routingView(vhost, name) {
       ]});
     window.leveretGraph = cy;
   }
+  const edgesOf = (source, kind, target) => cy.edges().filter((e) => e.data("source") === source && e.data("kind") === kind && (target === undefined || e.data("target") === target));
   function highlight(trace) {
     if (!cy) return;
     cy.elements().removeClass("hit miss");
@@ -419,13 +420,13 @@ function routingView(vhost, name) {
       for (const m of hop.matched) {
         const to = `${m.destination_type}:${m.destination}`;
         hit.add(to);
-        cy.edges(`[source="${CSS.escape(from)}"][target="${CSS.escape(to)}"][kind="binding"]`).filter((e) => e.data("key") === m.routing_key).addClass("hit");
+        edgesOf(from, "binding", to).filter((e) => e.data("key") === m.routing_key).addClass("hit");
       }
       hop.hops.forEach(walk);
-      if (hop.alternate) { cy.edges(`[source="${CSS.escape(from)}"][kind="alternate-exchange"]`).addClass("hit"); walk(hop.alternate); }
+      if (hop.alternate) { edgesOf(from, "alternate-exchange").addClass("hit"); walk(hop.alternate); }
     };
     walk(trace.route);
-    const dead = (next) => { for (const n of next || []) { if (!n.route) continue; cy.edges(`[source="${CSS.escape("queue:" + n.queue)}"][kind="dead-letter"]`).addClass("hit"); walk(n.route); dead(n.next); } };
+    const dead = (next) => { for (const n of next || []) { if (!n.route) continue; edgesOf("queue:" + n.queue, "dead-letter").addClass("hit"); walk(n.route); dead(n.next); } };
     dead(trace.next);
     cy.nodes().forEach((n) => n.addClass(hit.has(n.id()) ? "hit" : "miss"));
     cy.edges().forEach((e) => { if (!e.hasClass("hit")) e.addClass("miss"); });
