@@ -14,6 +14,7 @@ from typing import Any
 
 from pamqp import exceptions
 
+from leveret.broker.admin import Administration
 from leveret.broker.auth import AccessControl
 from leveret.broker.definitions import load_definitions
 from leveret.broker.limits import DEFAULT_WATERMARK, ResourceAlarms
@@ -75,6 +76,7 @@ class Broker:
         self.counters = BrokerCounters()
         self.store: Store | None = None  # see attach_store
         self.access = AccessControl.with_passwords(self.settings.users, self.vhosts)
+        self.admin = Administration(self)  # runtime changes to users, vhosts, permissions
         self.resources = ResourceAlarms()
 
     def attach_store(self, store: Store) -> None:

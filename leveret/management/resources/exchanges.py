@@ -50,7 +50,7 @@ def listed(vhosts: list[VirtualHost]) -> list[dict[str, Any]]:
 
 
 def exchanges(call: Call) -> list[dict[str, Any]]:
-    return listed(call.m.vhosts())
+    return listed(call.vhosts())
 
 
 def vhost_exchanges(call: Call, vhost: str) -> list[dict[str, Any]]:
@@ -65,7 +65,7 @@ def exchange(call: Call, vhost: str, name: str) -> dict[str, Any]:
 
 
 def declare_exchange(call: Call, vhost: str, name: str) -> Response:
-    target = call.vhost(vhost)
+    target = call.as_client(vhost)
     body = call.body()
     if "type" not in body:
         raise bad_request("[{key_missing,type}]")
@@ -80,6 +80,7 @@ def declare_exchange(call: Call, vhost: str, name: str) -> Response:
 
 def delete_exchange(call: Call, vhost: str, name: str) -> Response:
     target, found = find_exchange(call, vhost, name)
+    call.as_client(vhost)
     call.run(lambda: target.delete_exchange(found.name, if_unused=truthy(call.query.get("if-unused"))))
     return Response(204)
 

@@ -33,7 +33,7 @@ def listed(m: Management, vhosts: list[VirtualHost]) -> list[dict[str, Any]]:
 
 
 def queues(call: Call) -> list[dict[str, Any]]:
-    return listed(call.m, call.m.vhosts())
+    return listed(call.m, call.vhosts())
 
 
 def vhost_queues(call: Call, vhost: str) -> list[dict[str, Any]]:
@@ -108,7 +108,7 @@ def queue_info(m: Management, queue: Queue, unacked_bytes: int) -> dict[str, Any
 
 
 def declare_queue(call: Call, vhost: str, name: str) -> Response:
-    target = call.vhost(vhost)
+    target = call.as_client(vhost)
     body = call.body()
     existed = name in target.queues
     call.run(lambda: target.declare_queue(
@@ -120,6 +120,7 @@ def declare_queue(call: Call, vhost: str, name: str) -> Response:
 
 def delete_queue(call: Call, vhost: str, name: str) -> Response:
     target, _ = find_queue(call, vhost, name)
+    call.as_client(vhost)
     call.run(lambda: target.delete_queue(
         name, if_empty=truthy(call.query.get("if-empty")),
         if_unused=truthy(call.query.get("if-unused")), reason="management",
@@ -129,6 +130,7 @@ def delete_queue(call: Call, vhost: str, name: str) -> Response:
 
 def purge_queue(call: Call, vhost: str, name: str) -> Response:
     target, _ = find_queue(call, vhost, name)
+    call.as_client(vhost)
     call.run(lambda: target.purge_queue(name))
     return Response(204)
 
