@@ -164,7 +164,7 @@ NO_ACCESS = Permissions("(?!)", "(?!)", "(?!)")
 class VhostAccess:
     """One connection's rights in the vhost it opened; channels call `check`."""
 
-    __slots__ = ("user", "vhost", "permissions", "_cache", "write_all", "topics", "__weakref__")
+    __slots__ = ("user", "vhost", "permissions", "_cache", "write_all", "topics", "last_write", "__weakref__")
 
     def __init__(
         self,
@@ -179,16 +179,21 @@ class VhostAccess:
         # exchange -> rules; empty for nearly every user, so callers test it first.
         self.topics = {topic.exchange: topic.compile(user, vhost) for topic in topics}
         self._cache: dict[tuple[str, str, str], bool] = {}
-        # The publish path asks this first: most users may write anywhere.
+        # The publish path asks this first: most users may write anywhere. Then it
+        # checks nothing, and only notes the exchange, for `refresh`.
         self.write_all = permissions.unrestricted("write")
+        self.last_write: str | None = None
 
     def refresh(self, permissions: Permissions) -> None:
         """New permissions for an open connection, as RabbitMQ applies them: what
         its channels were already allowed stays allowed (their permission
         cache), every other name is checked against the new expressions."""
+        cache = {key: allowed for key, allowed in self._cache.items() if allowed}
+        if self.write_all and self.last_write is not None:
+            cache[("write", "exchange", self.last_write or "amq.default")] = True
         self.permissions = permissions
         self.write_all = permissions.unrestricted("write")
-        self._cache = {key: allowed for key, allowed in self._cache.items() if allowed}
+        self._cache = cache
 
     def check(self, permission: str, kind: str, name: str) -> None:
         """403 ACCESS_REFUSED unless `permission` covers the `kind` ('queue' or 'exchange') `name`."""
