@@ -188,7 +188,7 @@ class VhostAccess:
         """New permissions for an open connection, as RabbitMQ applies them: what
         its channels were already allowed stays allowed (their permission
         cache), every other name is checked against the new expressions."""
-        cache = {key: allowed for key, allowed in self._cache.items() if allowed}
+        cache: dict[tuple[str, str, str], bool] = {key: allowed for key, allowed in self._cache.items() if allowed}
         if self.write_all and self.last_write is not None:
             cache[("write", "exchange", self.last_write or "amq.default")] = True
         self.permissions = permissions
