@@ -351,17 +351,18 @@ class AccessControl:
         return access
 
     # ------------------------------------------------------ definitions
-    def load_definitions(self, data: Mapping[str, Any]) -> AccessLoad:
+    def load_definitions(self, data: Mapping[str, Any], *, replace: bool = True) -> AccessLoad:
         """Take users, vhost names and permissions from a RabbitMQ definitions export.
 
-        When the file lists users, they replace the ones held so far (an export
-        is the whole user base: a default guest that is not in it does not
-        stay). A bad entry is a warning, the rest still loads.
+        At boot (`replace`), when the file lists users, they replace the ones
+        held so far (an export is the whole user base: a default guest that is
+        not in it does not stay); an import into a running broker adds and
+        updates, as RabbitMQ's does. A bad entry is a warning, the rest still loads.
         """
         result = AccessLoad()
         version = str(data.get("rabbit_version") or data.get("rabbitmq_version") or "")
         users = [item for item in data.get("users") or [] if isinstance(item, Mapping)]
-        if users:
+        if users and replace:
             self.users.clear()
             self.permissions.clear()
             self.topic_permissions.clear()

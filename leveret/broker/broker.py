@@ -84,6 +84,13 @@ class Broker:
         persistent messages) and keep durable changes in it from now on. Call it
         before clients connect; the server shell starts the store's writer thread."""
         now = self.now_ms()
+        # Users, vhosts, permissions, limits and parameters first: a vhost made
+        # and deleted at run time stays as it was left.
+        snapshot = store.admin.load()
+        if snapshot is not None:
+            for warning in self.admin.restore(snapshot):
+                log.warning("recovery: %s", warning)
+        self.admin.journal = store.admin
         definitions = store.definitions()
         # A vhost made at run time (not in --definitions) comes back with its durable
         # topology; made before `self.store` is set, add_vhost does not attach it twice.
