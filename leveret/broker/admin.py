@@ -22,7 +22,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from leveret.broker.auth import (
     DEFAULT_HASHING,
@@ -35,13 +35,19 @@ from leveret.broker.auth import (
 from leveret.broker.limits import UserLimits, VhostLimits
 from leveret.broker.vhost import VirtualHost
 
-if TYPE_CHECKING:
-    from leveret.broker.broker import Broker
-
 VHOST_LIMIT_KEYS = ("max-connections", "max-queues")
 USER_LIMIT_KEYS = ("max-connections", "max-channels")
 CLUSTER_NAME = "cluster_name"
 CLUSTER_ID = "internal_cluster_id"
+
+
+class AdminHost(Protocol):
+    """What administration changes: the broker's vhosts and users."""
+
+    vhosts: dict[str, VirtualHost]
+    access: AccessControl
+
+    def add_vhost(self, name: str) -> VirtualHost: ...
 
 
 class AdminJournal(Protocol):
@@ -85,7 +91,7 @@ def json_term(value: Any) -> str:
 
 
 class Administration:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: AdminHost) -> None:
         self.broker = broker
         self.journal: AdminJournal | None = None
         self.parameters: dict[tuple[str, str, str], Any] = {}  # (vhost, component, name) -> value
