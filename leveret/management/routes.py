@@ -71,6 +71,14 @@ def json_response(status: int, data: Any) -> Response:
     return Response(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), JSON)
 
 
+def flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    """A boolean from a JSON body: true/false, or the strings rabbitmqadmin sends ("false")."""
+    value = body.get(key, default)
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
 def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 

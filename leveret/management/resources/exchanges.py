@@ -13,7 +13,7 @@ from leveret.broker.vhost import VirtualHost
 from leveret.exchanges.base import Exchange
 from leveret.management.http import Response
 from leveret.management.resources.bindings import binding, default_binding, sorted_bindings
-from leveret.management.routes import Call, Route, bad_request, not_found, truthy
+from leveret.management.routes import Call, Route, bad_request, flag, not_found, truthy
 
 DEFAULT_EXCHANGE_ALIAS = "amq.default"
 
@@ -72,8 +72,8 @@ def declare_exchange(call: Call, vhost: str, name: str) -> Response:
     existed = name in target.exchanges
     call.run(lambda: target.declare_exchange(
         real_name(name), str(body["type"]),
-        durable=bool(body.get("durable", True)), auto_delete=bool(body.get("auto_delete", False)),
-        internal=bool(body.get("internal", False)), arguments=body.get("arguments") or {},
+        durable=flag(body, "durable", True), auto_delete=flag(body, "auto_delete", False),
+        internal=flag(body, "internal", False), arguments=body.get("arguments") or {},
     ))
     return Response(204 if existed else 201)
 

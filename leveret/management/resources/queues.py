@@ -12,7 +12,7 @@ from leveret.management.http import Response
 from leveret.management.queue_fields import backing_queue_status, rfc3339
 from leveret.management.resources.bindings import binding, default_binding, sorted_bindings
 from leveret.management.resources.connections import consumer_info
-from leveret.management.routes import Call, Route, not_found, truthy
+from leveret.management.routes import Call, Route, flag, not_found, truthy
 from leveret.management.values import with_rates
 from leveret.queues.queue import Queue
 from leveret.queues.quorum import QuorumQueue
@@ -120,7 +120,7 @@ def declare_queue(call: Call, vhost: str, name: str) -> Response:
     body = call.body()
     existed = name in target.queues
     call.run(lambda: target.declare_queue(
-        name, durable=bool(body.get("durable", True)), auto_delete=bool(body.get("auto_delete", False)),
+        name, durable=flag(body, "durable", True), auto_delete=flag(body, "auto_delete", False),
         arguments=body.get("arguments") or {}, now_ms=call.m.broker.now_ms(),
     ))
     return Response(204 if existed else 201)
