@@ -110,14 +110,21 @@ class Call:
             raise not_found()
         return vhost
 
-    def as_client(self, vhost: str) -> VirtualHost:
+    def as_client(self, vhost: str, permission: str | None = None, name: str = "") -> VirtualHost:
         """The vhost, for a handler that acts in it as an AMQP client would (RabbitMQ's
         management plugin opens a direct connection): 401 "Access refused." for a
-        user without permissions there, administrators included."""
+        user without permissions there, administrators included, or (given a
+        `permission`) without that permission on `name`."""
         found = self.vhost(vhost)
-        if (self.user.name, vhost) not in self.m.broker.access.permissions:
+        if not self.may(vhost, permission, name):
             raise HttpError(401, "not_authorised", "Access refused.")
         return found
+
+    def may(self, vhost: str, permission: str | None = None, name: str = "") -> bool:
+        permissions = self.m.broker.access.permissions.get((self.user.name, vhost))
+        if permissions is None:
+            return False
+        return permission is None or permissions.allows(permission, name)
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """Run a change on the broker; the server re-checks its timers after it."""

@@ -221,6 +221,37 @@ def test_same_answers_as_rabbitmq(scenario: str, rabbitmq: Http, http: Http, nam
         assert our == their
 
 
+def test_http_acts_with_the_users_own_permissions(rabbitmq: Http, http: Http, names: dict[str, str]) -> None:
+    """A management user acts over HTTP as its AMQP permissions let it (here: names starting with 'a')."""
+    user, queue = names["u"], names["q"]
+    steps: list[Step] = [
+        ("PUT", "/api/queues/%2F/a{q}", {"durable": False}),
+        ("PUT", "/api/queues/%2F/{q}", {"durable": False}),
+        ("PUT", "/api/exchanges/%2F/{q}", {"type": "direct"}),
+        ("POST", "/api/exchanges/%2F/amq.direct/publish",
+         {"properties": {}, "routing_key": "a{q}", "payload": "x", "payload_encoding": "string"}),
+        ("POST", "/api/queues/%2F/a{q}/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}),
+        ("DELETE", "/api/queues/%2F/a{q}/contents", None),
+        ("DELETE", "/api/queues/%2F/a{q}", None),
+        ("POST", "/api/queues/%2F/{q}/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}),
+        ("DELETE", "/api/queues/%2F/{q}/contents", None),
+        ("DELETE", "/api/queues/%2F/{q}", None),
+    ]
+    answers = []
+    for admin in (rabbitmq, http):
+        assert admin.request("PUT", f"/api/users/{user}", {"password": "pw", "tags": "management"}).status == 201
+        assert admin.request("PUT", f"/api/permissions/%2F/{user}",
+                             {"configure": "^a", "write": "^a", "read": "^a"}).status == 201
+        assert admin.request("PUT", f"/api/queues/%2F/{queue}", {"durable": False}).status == 201
+        as_user = Http(admin.url, user, "pw")
+        try:
+            answers.append(run(as_user, steps, names))
+        finally:
+            admin.request("DELETE", f"/api/queues/%2F/a{queue}")
+
+    assert answers[1] == answers[0]
+
+
 def test_tags_are_enforced_as_rabbitmq_does(rabbitmq: Http, leveret_management: ManagementServer) -> None:
     ours_admin = Http(leveret_management.url)
     suffix = uuid.uuid4().hex[:10]

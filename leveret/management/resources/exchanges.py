@@ -65,7 +65,7 @@ def exchange(call: Call, vhost: str, name: str) -> dict[str, Any]:
 
 
 def declare_exchange(call: Call, vhost: str, name: str) -> Response:
-    target = call.as_client(vhost)
+    target = call.as_client(vhost, "configure", name)
     body = call.body()
     if "type" not in body:
         raise bad_request("[{key_missing,type}]")
@@ -80,7 +80,7 @@ def declare_exchange(call: Call, vhost: str, name: str) -> Response:
 
 def delete_exchange(call: Call, vhost: str, name: str) -> Response:
     target, found = find_exchange(call, vhost, name)
-    call.as_client(vhost)
+    call.as_client(vhost, "configure", name)
     call.run(lambda: target.delete_exchange(found.name, if_unused=truthy(call.query.get("if-unused"))))
     return Response(204)
 

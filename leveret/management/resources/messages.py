@@ -51,6 +51,8 @@ def publish(call: Call, vhost: str, name: str) -> dict[str, Any]:
     if exchange not in target.exchanges:
         raise bad_request(f"404 NOT_FOUND - no exchange '{exchange}' in vhost '{vhost}'")
     routing_key = str(body["routing_key"])
+    if not call.may(vhost, "write", name):
+        return {"routed": False}  # RabbitMQ's channel is refused; its answer says only this
     message = Message(exchange, routing_key, properties, payload, encoded)
     outcome = call.run(lambda: target.publish(exchange, message, call.m.broker.now_ms()))
     store = call.m.broker.store
@@ -82,10 +84,11 @@ def get(call: Call, vhost: str, name: str) -> list[dict[str, Any]]:
         raise HttpError(500, "internal_error", f"unknown ackmode {body['ackmode']}")
     truncate = body.get("truncate")
     try:
-        vhost_object = call.as_client(vhost)
+        vhost_object = call.vhost(vhost)
         find_queue(call, vhost, name)
     except HttpError:
         raise HttpError(404, "not_found", f"NOT_FOUND - no queue '{name}' in vhost '{vhost}'") from None
+    call.as_client(vhost, "read", name)
     count = max(int(body["count"]), 0)
 
     def take() -> list[dict[str, Any]]:

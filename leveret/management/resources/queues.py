@@ -116,7 +116,7 @@ def queue_info(m: Management, queue: Queue, unacked_bytes: int) -> dict[str, Any
 
 
 def declare_queue(call: Call, vhost: str, name: str) -> Response:
-    target = call.as_client(vhost)
+    target = call.as_client(vhost, "configure", name)
     body = call.body()
     existed = name in target.queues
     call.run(lambda: target.declare_queue(
@@ -128,7 +128,7 @@ def declare_queue(call: Call, vhost: str, name: str) -> Response:
 
 def delete_queue(call: Call, vhost: str, name: str) -> Response:
     target, _ = find_queue(call, vhost, name)
-    call.as_client(vhost)
+    call.as_client(vhost, "configure", name)
     call.run(lambda: target.delete_queue(
         name, if_empty=truthy(call.query.get("if-empty")),
         if_unused=truthy(call.query.get("if-unused")), reason="management",
@@ -138,7 +138,7 @@ def delete_queue(call: Call, vhost: str, name: str) -> Response:
 
 def purge_queue(call: Call, vhost: str, name: str) -> Response:
     target, _ = find_queue(call, vhost, name)
-    call.as_client(vhost)
+    call.as_client(vhost, "read", name)
     call.run(lambda: target.purge_queue(name))
     return Response(204)
 
