@@ -16,6 +16,7 @@ from leveret.management.routes import Call, Route, flag, not_found, truthy
 from leveret.management.values import with_rates
 from leveret.queues.queue import Queue
 from leveret.queues.quorum import QuorumQueue
+from leveret.queues.stream import StreamQueue
 
 
 def find_queue(call: Call, vhost_name: str, name: str) -> tuple[VirtualHost, Queue]:
@@ -59,6 +60,9 @@ def queue(call: Call, vhost: str, name: str) -> dict[str, Any]:
 
 def queue_info(m: Management, queue: Queue, unacked_bytes: int) -> dict[str, Any]:
     ready, unacked = queue.message_count, queue.unacked_count
+    stream = isinstance(queue, StreamQueue)
+    if stream:
+        unacked = unacked_bytes = 0  # RabbitMQ counts a stream's messages, all "ready", whatever was delivered
 
     def rate(field: str) -> float:
         return m.rate("queue", queue.vhost, queue.name, field)
@@ -103,6 +107,9 @@ def queue_info(m: Management, queue: Queue, unacked_bytes: int) -> dict[str, Any
     if isinstance(queue, QuorumQueue):
         info.update({"leader": m.node, "members": [m.node], "online": [m.node],
                      "messages_dlx": queue.kept_dead_letters, "message_bytes_dlx": queue.kept_dead_letter_bytes})
+    elif stream:
+        # As RabbitMQ 3.10 lists a stream: its replicas and readers, no paging.
+        info.update({"members": [m.node], "online": [m.node], "readers": {m.node: queue.consumer_count}})
     else:
         info["backing_queue_status"] = backing_queue_status(queue, rate)
         idle_since = m.idle_since(queue)
