@@ -55,7 +55,7 @@ class ManagementServer:
         self.sessions = Sessions()
         self.api = Api(self.management, sessions=self.sessions)
         self.http = HttpServer(self.handle)
-        self._registry: Any = None
+        self._registries: dict[bool, Any] = {}  # per_object -> prometheus registry
         self._timer: asyncio.TimerHandle | None = None
         self.broker_thread: ServerThread | None = None  # set by `attach`
 
@@ -105,8 +105,8 @@ class ManagementServer:
     # ------------------------------------------------------------ routing
     def handle(self, request: Request) -> Response:
         path = request.path
-        if path == "/metrics" or path == "/metrics/":
-            return self.metrics(request)
+        if path in ("/metrics", "/metrics/", "/metrics/per-object"):
+            return self.metrics(request, per_object=path == "/metrics/per-object")
         if path == "/api" or path.startswith("/api/"):
             return self.api.handle(request)
         if path in ("/login", "/logout", "/session"):
@@ -151,14 +151,16 @@ class ManagementServer:
         return json_response(200, {"user": user.name, "tags": list(user.tags), "csrf": session.csrf}) \
             .with_headers(cookie_header(sid))
 
-    def metrics(self, request: Request) -> Response:
+    def metrics(self, request: Request, *, per_object: bool = False) -> Response:
+        """/metrics (queue metrics aggregated) or /metrics/per-object (per queue)."""
         if request.method not in ("GET", "HEAD"):
             return Response(405, headers=(("allow", "GET, HEAD"),))
         from leveret.management import metrics  # prometheus-client loads on the first scrape
 
-        if self._registry is None:
-            self._registry = metrics.registry_for(self.management)
-        body, content_type = metrics.render(self._registry, request.header("accept"))
+        registry = self._registries.get(per_object)
+        if registry is None:
+            registry = self._registries[per_object] = metrics.registry_for(self.management, per_object=per_object)
+        body, content_type = metrics.render(registry, request.header("accept"))
         return Response(200, body, content_type)
 
 
