@@ -60,12 +60,14 @@ def whoami(call: Call) -> dict[str, Any]:
 
 
 def node(m: Management) -> dict[str, Any]:
+    resources = m.broker.resources
     return {
         "name": m.node, "type": "disc", "running": True, "os_pid": str(os.getpid()),
         "mem_used": process_memory_bytes(), "uptime": m.uptime_ms(), "processors": os.cpu_count() or 1,
         "sockets_used": len(m.connections()), "rates_mode": "basic",
         "exchange_types": exchange_types(),
-        "partitions": [], "mem_alarm": False, "disk_free_alarm": False,
+        "partitions": [], "mem_alarm": resources.memory_alarm, "disk_free_alarm": False,
+        "mem_limit": resources.memory_limit,
     }
 
 
