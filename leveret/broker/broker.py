@@ -22,6 +22,7 @@ from leveret.clock import Clock, SystemClock
 from leveret.queues.message import Message
 from leveret.queues.queue import Entry
 from leveret.store import Store
+from leveret.store.paging import PageFiles
 
 log = logging.getLogger("leveret.broker")
 
@@ -76,6 +77,9 @@ class Broker:
         self.store: Store | None = None  # see attach_store
         self.access = AccessControl.with_passwords(self.settings.users, self.vhosts)
         self.resources = ResourceAlarms()
+        # Queues page to a temporary directory until a store gives them its own.
+        self.pager = PageFiles()
+        self.vhosts["/"].pager = self.pager
 
     def attach_store(self, store: Store) -> None:
         """Take back what `store` recovered (durable exchanges, queues, bindings and
@@ -89,6 +93,13 @@ class Broker:
             for item in definitions[kind]:
                 self.add_vhost(item["vhost"])
         self.store = store
+        self.pager.close()
+        self.pager = PageFiles(store.directory)
+        for vhost in self.vhosts.values():
+            vhost.pager = self.pager
+            for queue in vhost.queues.values():
+                if queue.pageable and not queue.paged_count:
+                    queue.pager = self.pager
         for vhost in self.vhosts.values():
             for warning in load_definitions(vhost, definitions, now_ms=now).warnings:
                 log.warning("recovery: %s", warning)
@@ -100,6 +111,7 @@ class Broker:
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self.vhosts[name] = VirtualHost(name)
+            vhost.pager = self.pager
             if self.store is not None:
                 vhost.attach_journal(self.store, self.now_ms())
         return vhost
