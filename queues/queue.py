@@ -229,8 +229,8 @@ class Queue:
         self.journal: QueueJournal | None = None
         # Set by the broker: where levels page to (None: everything stays in memory).
         self.pager: Pager | None = None
-        lazy = self.arguments.get("x-queue-mode") in ("lazy", b"lazy")
-        self.head_limit = LAZY_HEAD_LIMIT if lazy else HEAD_LIMIT
+        self.lazy = self.arguments.get("x-queue-mode") in ("lazy", b"lazy")
+        self.head_limit = LAZY_HEAD_LIMIT if self.lazy else HEAD_LIMIT
         self._paged: list[PageLog | None] = [None] * levels
         self._paged_count = 0
 
@@ -263,7 +263,28 @@ class Queue:
 
     def set_lazy(self, lazy: bool) -> None:
         """queue-mode lazy (argument or policy): keep only a refill slice in memory."""
+        self.lazy = lazy
         self.head_limit = LAZY_HEAD_LIMIT if lazy else HEAD_LIMIT
+
+    def page_out(self, pressure: bool) -> int:
+        """Memory is short (`pressure`): keep only a refill slice in memory, paging
+        the newest in-memory entries of levels that do not page yet; or it is not
+        short any more. Returns the entries paged now."""
+        self.head_limit = LAZY_HEAD_LIMIT if pressure or self.lazy else HEAD_LIMIT
+        if self.pager is None or not pressure:
+            return 0
+        moved = 0
+        for priority, level in enumerate(self._ready):
+            excess = len(level) - self.head_limit
+            if excess <= 0 or self._paged[priority] is not None:
+                continue  # a level that pages already has only older entries in memory
+            tail = [level.pop() for _ in range(excess)]
+            paged = self._paged[priority] = self.pager.open(self.name)
+            for entry in reversed(tail):
+                paged.append(entry)
+            moved += excess
+        self._paged_count += moved
+        return moved
 
     def ready_entries(self) -> list[Entry]:
         """Ready entries in memory, in delivery order (highest priority first)."""
