@@ -119,13 +119,18 @@ class Exchange:
         return f"Exchange({self.name!r}, {self.type_name})"
 
 
-# Erlang atoms RabbitMQ's VM happens to know: for those it says "invalid
-# exchange type", for any other unknown name "unknown exchange type"
-# (rabbit_exchange:check_type). Observed on 3.10.8.
+# rabbit_exchange:check_type looks the name up with binary_to_existing_atom: a
+# name that is an Erlang atom in the node's VM gets "invalid exchange type", any
+# other unknown name "unknown exchange type". Which names are atoms depends on the
+# node's history: a name becomes one for good once any code on the node makes it
+# one (a plugin loaded, the management API given it...), so "Direct" is "unknown"
+# on a freshly started 3.10.8 and "invalid" on some that have been up for a while.
+# leveret answers as a fresh node: these are names a 3.10.8 node answered
+# "invalid" for that are atoms of the code it loads at boot.
 _ATOM_TYPE_NAMES = frozenset({
     "", "foo", "bar", "test", "queue", "exchange", "true", "false", "undefined", "classic",
     "quorum", "stream", "match", "default", "local", "binary", "error", "ok", "none",
-    "Direct", "all", "any", "amqp", "atom", "durable", "transient", "federation", "infinity",
+    "all", "any", "amqp", "atom", "durable", "transient", "federation", "infinity",
     "list", "map", "nil", "normal", "null", "rabbit", "string",
 })
 

@@ -17,17 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from leveret.broker.broker import Broker, BrokerSettings
+    from leveret.matching import explain_headers, explain_topic, headers_match, topic_matches
     from leveret.server.shell import Server, ServerThread
 
 from leveret.version import __version__
 
-__all__ = ["Broker", "BrokerSettings", "Server", "ServerThread", "__version__", "serve"]
+__all__ = ["Broker", "BrokerSettings", "Server", "ServerThread", "__version__", "explain_headers",
+           "explain_topic", "headers_match", "serve", "topic_matches"]
 
 _LAZY = {
     "Broker": "leveret.broker.broker",
     "BrokerSettings": "leveret.broker.broker",
     "Server": "leveret.server.shell",
     "ServerThread": "leveret.server.shell",
+    "topic_matches": "leveret.matching",
+    "explain_topic": "leveret.matching",
+    "headers_match": "leveret.matching",
+    "explain_headers": "leveret.matching",
 }
 
 

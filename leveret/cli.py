@@ -247,6 +247,8 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
     except ValueError as error:
         print(f"leveret: {error}", file=sys.stderr)
         return None
+    if isinstance(data, dict) and not _definitions_apply_fully(data, args.definitions, _settings(args)):
+        return None
     if isinstance(data, dict):
         # Users, vhosts and permissions first: the store recovers into every vhost.
         access = broker.access.load_definitions(data)
@@ -270,6 +272,30 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
             for warning in load_definitions(vhost, data, now_ms=broker.now_ms()).warnings:
                 print(f"leveret: definitions: {warning}", file=sys.stderr)
     return broker
+
+
+def _definitions_apply_fully(data: dict[str, Any], path: str, settings: BrokerSettings) -> bool:
+    """Whether every object in the file can be applied, tried on a scratch broker
+    first (nothing reaches the store or a client). If not, says what and why:
+    a broker started with half a file would look right and route wrong."""
+    from leveret.broker.broker import Broker
+    from leveret.broker.definitions import load_definitions, outside_vhosts
+
+    scratch = Broker(settings=settings)
+    access = scratch.access.load_definitions(data)
+    for name in access.vhosts:
+        scratch.add_vhost(name)
+    problems = outside_vhosts(data, set(scratch.vhosts))
+    if not problems:
+        problems = list(access.warnings)
+        for vhost in scratch.vhosts.values():
+            problems += load_definitions(vhost, data, now_ms=scratch.now_ms()).warnings
+    if not problems:
+        return True
+    print(f"leveret: definitions {path} cannot be applied in full, not starting:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return False
 
 
 def _settings(args: argparse.Namespace) -> BrokerSettings:

@@ -134,6 +134,7 @@ class QueueArguments:
     single_active_consumer: bool = False
     delivery_limit: int | None = None
     queue_type: str = "classic"
+    dead_letter_strategy: str | None = None  # as declared; quorum queues read it
 
 
 def _invalid(name: str, queue: str, vhost: str, why: str) -> exceptions.AMQPPreconditionFailed:
@@ -245,6 +246,23 @@ def _queue_type(value: Any, _: Mapping[str, Any]) -> str | None:
     return error
 
 
+def _initial_group_size(value: Any, args: Mapping[str, Any]) -> str | None:
+    error = _non_negative(value, args)
+    if error is None and value == 0:
+        return "{value_zero,0}"
+    return error
+
+
+QUEUE_LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders")
+
+
+def _queue_leader_locator(value: Any, _: Mapping[str, Any]) -> str | None:
+    error = _longstr(value)
+    if error is None and _text(value) not in QUEUE_LEADER_LOCATORS:
+        return "invalid_queue_locator_arg"
+    return error
+
+
 VALIDATORS: tuple[tuple[str, Validator], ...] = (
     ("x-expires", _expires),
     ("x-message-ttl", _message_ttl),
@@ -260,6 +278,8 @@ VALIDATORS: tuple[tuple[str, Validator], ...] = (
     ("x-queue-mode", _queue_mode),
     ("x-single-active-consumer", _single_active_consumer),
     ("x-queue-type", _queue_type),
+    ("x-quorum-initial-group-size", _initial_group_size),
+    ("x-queue-leader-locator", _queue_leader_locator),
     # Not validated by RabbitMQ (it has no classic delivery limit); ours is.
     ("x-delivery-limit", _delivery_limit),
 )
@@ -292,6 +312,15 @@ def validate_queue_arguments(args: Mapping[str, Any], queue: str, vhost: str) ->
                 f"of queue type {_MODULES[queue_type]}"
             )
     return queue_type
+
+
+def check_server_named(arguments: Mapping[str, Any]) -> None:
+    """A quorum queue cannot have a server-generated name (its capabilities say
+    server_named => false); rabbit_channel asks before it looks at anything else."""
+    if _text(arguments.get("x-queue-type")) == "quorum":
+        raise exceptions.AMQPPreconditionFailed(
+            f"Cannot declare a server-named queue for type {_MODULES['quorum']}"
+        )
 
 
 def check_queue_properties(
@@ -332,6 +361,7 @@ def parse_queue_arguments(
         single_active_consumer=bool(args.get("x-single-active-consumer", False)),
         delivery_limit=_integer_or_none(args.get("x-delivery-limit")),
         queue_type=queue_type,
+        dead_letter_strategy=text("x-dead-letter-strategy"),
     )
 
 

@@ -6,7 +6,9 @@ entries wait in FIFO order, one deque per priority level when the queue has
 `x-max-priority`. An entry handed to a consumer or to basic.get (without
 no_ack) is *unacked*: the channel holds it and later acks, requeues or rejects
 it here. Requeued entries go back to their original position (ordered by
-sequence number), as RabbitMQ's classic queues do.
+sequence number), as RabbitMQ's classic queues do. Other queue types
+(queues/quorum.py) change where returns go through `_return_order`,
+`_put_back` and the publisher-blocking hooks.
 
 Invariants:
 - `self._ready_bytes` is the body size of all ready entries; limits count ready
@@ -207,8 +209,6 @@ class Queue:
         self._ready: list[deque[Entry]] = [deque() for _ in range(levels)]
         self._ready_count = 0
         self._ready_bytes = 0
-        # Quorum reject-publish: publishers are refused (see refuses_publish).
-        self._publish_blocked = False
         self._unacked = 0
         self._seq = 0
         self.consumers: list[Consumer] = []
@@ -239,6 +239,11 @@ class Queue:
     def message_count(self) -> int:
         """Ready messages (what queue.declare-ok and basic.get-ok report)."""
         return self._ready_count
+
+    @property
+    def next_seq_id(self) -> int:
+        """How many entries this queue has made (RabbitMQ's next_seq_id)."""
+        return self._seq
 
     @property
     def unacked_count(self) -> int:
@@ -373,38 +378,16 @@ class Queue:
 
     def refuses_publish(self, size: int) -> bool:
         """reject-publish(-dlx): would a message of `size` body bytes be refused now?
-
-        A classic queue refuses what would take it over a limit. A quorum queue
-        (rabbit_fifo's evaluate_limit) blocks its publishers once a message has
-        taken it over, and lets them go when the ready messages fall to 80% of
-        the limit (is_below_soft_limit), so it holds one message more than the
-        limit. RabbitMQ keeps that state per publishing channel; leveret keeps
-        one per queue, so a channel that first publishes while the queue is
-        blocked but no longer over its limit is refused, where RabbitMQ takes
-        that one message."""
+        A classic queue refuses what would take it over a limit."""
         if self.args.overflow == "drop-head":
             return False
-        if self.args.queue_type != "quorum":
-            return self._over_limit(extra_bytes=size, extra_count=1)
-        self._unblock_publishers_if_below()
-        return self._publish_blocked
+        return self._over_limit(extra_bytes=size, extra_count=1)
 
     def _block_publishers_if_over(self) -> None:
-        if self.args.queue_type == "quorum" and self.args.overflow != "drop-head" and self._over_limit():
-            self._publish_blocked = True
+        """After the ready count grew: a queue type that blocks publishers decides here."""
 
     def _unblock_publishers_if_below(self) -> None:
-        # Called before the ready count grows (publish, requeue): it only shrinks
-        # in between, so no dip to the soft limit goes unseen.
-        if not self._publish_blocked:
-            return
-        max_length, max_bytes = self.args.max_length, self.args.max_length_bytes
-        # Erlang's trunc(Limit * 0.8), with the same double arithmetic.
-        if max_length is not None and self._ready_count > int(max_length * 0.8):
-            return
-        if max_bytes is not None and self._ready_bytes > int(max_bytes * 0.8):
-            return
-        self._publish_blocked = False
+        """Before the ready count grows: a queue type that blocks publishers decides here."""
 
     def _enforce_drop_head(self, dead: list[DeadLetter]) -> None:
         if self.args.overflow != "drop-head":
@@ -541,13 +524,15 @@ class Queue:
             if journal is not None:
                 journal.removed(entry)
 
-    def requeue(self, entries: Iterable[Entry], now_ms: int) -> list[DeadLetter]:
-        """Return unacked entries to their original place; over x-delivery-limit they dead-letter."""
+    def requeue(self, entries: Iterable[Entry], now_ms: int, *, consumer_gone: bool = False) -> list[DeadLetter]:
+        """Unacked entries come back, each counted as a delivery; over x-delivery-limit
+        they dead-letter. `consumer_gone`: the channel holding them closed (else the
+        client returned them); a classic queue puts both back in their original place."""
         dead: list[DeadLetter] = []
         limit = self.args.delivery_limit
-        returning: dict[int, list[Entry]] = {}
+        returning: list[Entry] = []
         journal = self.journal
-        for entry in sorted(entries, key=_seq):
+        for entry in self._return_order(entries):
             self._unacked -= 1
             if self.deleted:
                 if journal is not None:
@@ -562,10 +547,10 @@ class Queue:
                 continue
             if journal is not None:
                 journal.requeued(entry)
-            returning.setdefault(entry.priority, []).append(entry)
+            returning.append(entry)
         self._unblock_publishers_if_below()
-        for priority, batch in returning.items():
-            self._insert_by_seq(priority, batch)
+        if returning:
+            self._put_back(returning, consumer_gone)
         self._block_publishers_if_over()
         # RabbitMQ's requeue_and_run: drop-head drops over the limit, then what expired
         # while it was out (its deadline stands), then deliver.
@@ -573,6 +558,17 @@ class Queue:
         self._drop_expired_heads(now_ms, dead)
         dead.extend(self.dispatch(now_ms))
         return dead
+
+    def _return_order(self, entries: Iterable[Entry]) -> list[Entry]:
+        return sorted(entries, key=_seq)
+
+    def _put_back(self, returning: list[Entry], consumer_gone: bool) -> None:
+        """Make `returning` (in `_return_order`) ready again: here, where each was."""
+        by_priority: dict[int, list[Entry]] = {}
+        for entry in returning:
+            by_priority.setdefault(entry.priority, []).append(entry)
+        for priority, batch in by_priority.items():
+            self._insert_by_seq(priority, batch)
 
     def _insert_by_seq(self, priority: int, batch: list[Entry]) -> None:
         """Put `batch` (ascending seq) back in sequence order: usually all before the head."""
@@ -693,6 +689,11 @@ class Queue:
             self._seq = max(self._seq, entries[-1].seq)
         self._block_publishers_if_over()  # as RabbitMQ tells channels that register anew
         return dead
+
+    def keep_dead_letter(self, record: DeadLetter, now_ms: int) -> bool:
+        """`record`, dead-lettered here, reached no queue: keep it to try again?
+        A classic queue drops it (at-most-once)."""
+        return False
 
     def _dead_letter_into(self, dead: list[DeadLetter], message: Message, reason: str) -> None:
         exchange = self.args.dead_letter_exchange

@@ -21,11 +21,13 @@ publishes to the delayed exchange say mandatory=False.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import time
 
 import aio_pika
+import aiormq
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 RETRY = "sample.plugins.retry"  # the x-delayed-message exchange
@@ -52,11 +54,26 @@ async def declare(channel: aio_pika.abc.AbstractChannel) -> tuple[aio_pika.abc.A
     return retry, work, parking
 
 
+EXIT_NO_PLUGIN = 2
+NO_PLUGIN = ("this sample needs the x-delayed-message exchange type: run it against leveret, "
+             "or a RabbitMQ with rabbitmq_delayed_message_exchange enabled "
+             "(rabbitmq-plugins enable rabbitmq_delayed_message_exchange)")
+
+
 async def main() -> int:
     connection = await aio_pika.connect(broker_url(), timeout=5)
     async with connection:
         channel = await connection.channel()
-        retry, work, parking = await declare(channel)
+        # aiormq logs the connection close a missing plugin causes with a
+        # traceback; the sample says what happened itself.
+        logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
+        try:
+            retry, work, parking = await declare(channel)
+        except aiormq.exceptions.ConnectionCommandInvalid as error:
+            if "x-delayed-message" not in str(error):
+                raise
+            print(f"{NO_PLUGIN}\n(the broker said: {error})", file=sys.stderr)
+            return EXIT_NO_PLUGIN
         started = time.monotonic()
         finished: dict[str, str] = {}
         waited: dict[str, list[float]] = {}

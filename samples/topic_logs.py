@@ -1,7 +1,9 @@
 """Topic routing: log lines routed by "<facility>.<severity>" patterns.
 
 `*` matches exactly one word, `#` zero or more. A message goes to every queue
-with a matching binding, once, however many of its bindings match.
+with a matching binding, once, however many of its bindings match. Before
+publishing, leveret.matching (the broker's own matcher, no broker needed) says
+where each key should go, and why 'app.db.critical' reaches no "*.critical".
 
     python samples/topic_logs.py [AMQP_URL]
 """
@@ -13,6 +15,8 @@ import os
 import sys
 
 import aio_pika
+
+from leveret.matching import explain_topic, topic_matches
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 EXCHANGE = "sample.topic.logs"
@@ -42,7 +46,17 @@ async def drain(queue: aio_pika.abc.AbstractQueue) -> list[str]:
     return keys
 
 
+def predicted() -> dict[str, list[str]]:
+    """What each queue should get, by topic semantics alone."""
+    return {name: [key for key in LOGS if any(topic_matches(p, key) for p in patterns)]
+            for name, patterns in BINDINGS.items()}
+
+
 async def main() -> int:
+    if predicted() != EXPECTED:
+        print("leveret.matching disagrees with EXPECTED", file=sys.stderr)
+        return 1
+    print(f"leveret.matching predicts every queue; a miss: {explain_topic('*.critical', 'app.db.critical').reason}")
     connection = await aio_pika.connect(broker_url(), timeout=5)
     async with connection:
         channel = await connection.channel()  # publisher confirms: publish returns once routed

@@ -80,8 +80,8 @@ class Consumers:
     def ack(self, queue: Queue, entries: list[Entry]) -> None:
         queue.ack(entries)
 
-    def requeue(self, queue: Queue, entries: list[Entry], now_ms: int) -> None:
-        dead = queue.requeue(entries, now_ms)
+    def requeue(self, queue: Queue, entries: list[Entry], now_ms: int, *, consumer_gone: bool = False) -> None:
+        dead = queue.requeue(entries, now_ms, consumer_gone=consumer_gone)
         if queue.next_deadline() is not None:
             self.state.timed.add(queue)  # a requeued message keeps its deadline
         if dead:

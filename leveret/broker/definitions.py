@@ -25,8 +25,7 @@ from pamqp import exceptions
 from leveret.bindings.model import Destination
 from leveret.broker.limits import VhostLimits
 from leveret.broker.vhost import VirtualHost
-
-RABBIT_VERSION = "3.10.0"
+from leveret.version import RABBITMQ_VERSION
 
 # policy key -> (argument it stands for, whether the smaller value wins)
 _QUEUE_POLICY_KEYS: dict[str, tuple[str, bool]] = {
@@ -78,6 +77,26 @@ class _Policy:
 def _in_vhost(item: Mapping[str, Any], vhost: str) -> bool:
     # Exports of a single vhost leave the field out.
     return item.get("vhost", vhost) == vhost
+
+
+_KINDS = (("exchanges", "exchange"), ("queues", "queue"), ("bindings", "binding"),
+          ("policies", "policy"), ("parameters", "parameter"), ("permissions", "permissions"),
+          ("topic_permissions", "topic permissions"))
+
+
+def outside_vhosts(data: Mapping[str, Any], vhosts: set[str]) -> list[str]:
+    """What in `data` names a vhost not in `vhosts` (those the file and the broker
+    have), one line each: loading would leave it out, so it cannot be applied."""
+    found: list[str] = []
+    for key, kind in _KINDS:
+        for item in data.get(key) or ():
+            if isinstance(item, Mapping) and "vhost" in item and item["vhost"] not in vhosts:
+                what = (f"binding of {item.get('source', '')!r} to {item.get('destination', '')!r}"
+                        if key == "bindings" else
+                        f"{kind} of user {item.get('user')!r}" if "permissions" in key else
+                        f"{kind} {item.get('name')!r}")
+                found.append(f"{what} is in vhost {item['vhost']!r}, which the file does not declare")
+    return found
 
 
 def _policies(data: Mapping[str, Any], vhost: str, result: LoadResult) -> list[_Policy]:
@@ -255,8 +274,8 @@ def export_definitions(vhost: VirtualHost) -> dict[str, Any]:
         if binding.destination.kind == "exchange" or binding.destination.name in exported_queues
     ]
     return {
-        "rabbit_version": RABBIT_VERSION,
-        "rabbitmq_version": RABBIT_VERSION,
+        "rabbit_version": RABBITMQ_VERSION,
+        "rabbitmq_version": RABBITMQ_VERSION,
         "users": [],
         "vhosts": [{"name": vhost.name}],
         "permissions": [],

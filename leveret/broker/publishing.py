@@ -117,6 +117,7 @@ class Publishing:
                     state.dead_letter_log.append(DeadLetterEvent(
                         record.reason, record.queue, record.dead_letter_exchange, (), [], missing_exchange=True,
                     ))
+                self._undelivered_dead_letter(record, now_ms)
                 continue
             message = make_dead_letter(
                 record.message,
@@ -142,11 +143,21 @@ class Publishing:
                         record.reason, record.queue, exchange.name, message.routing_keys, names, cycles, message,
                     )
                 )
+            delivered = False
             for name in names:
                 queue = state.queues[name]
                 if message.properties.expiration is not None:
                     state.timed.add(queue)
                 accepted, more = queue.enqueue(message, now_ms)
+                delivered = delivered or accepted
                 if accepted and state.on_arrival is not None:
                     state.on_arrival(name, message, now_ms)
                 pending.extend(more)
+            if not delivered:
+                self._undelivered_dead_letter(record, now_ms)
+
+    def _undelivered_dead_letter(self, record: DeadLetter, now_ms: int) -> None:
+        """No queue took `record`: its queue may keep it to try again (quorum at-least-once)."""
+        source = self.state.queues.get(record.queue)
+        if source is not None and source.keep_dead_letter(record, now_ms):
+            self.state.timed.add(source)

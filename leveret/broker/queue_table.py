@@ -20,10 +20,11 @@ from leveret.broker.vhost_state import VhostState
 from leveret.queues.arguments import (
     assert_equivalent,
     check_queue_properties,
+    check_server_named,
     validate_queue_arguments,
 )
-from leveret.queues.dedup import DeduplicatingQueue, deduplicates
 from leveret.queues.queue import Queue
+from leveret.queues.types import queue_class
 
 log = logging.getLogger("leveret.vhost")
 
@@ -57,6 +58,7 @@ class QueueTable:
             queue.touch(now_ms)
             return queue
         if not name:
+            check_server_named(arguments or {})
             name = self._server_named()
         elif name.startswith("amq."):
             raise exceptions.AMQPAccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
@@ -83,8 +85,7 @@ class QueueTable:
             queue_type, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
             queue=name, vhost=state.name,
         )
-        queue_class = DeduplicatingQueue if deduplicates(received) else Queue
-        queue = queue_class(
+        queue = queue_class(queue_type, received)(
             name,
             state.name,
             durable=durable,

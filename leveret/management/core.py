@@ -40,6 +40,8 @@ STORM_RATE = 100.0  # dead-letters per second from one queue for one reason
 QUEUE_STATS = (("published", "publish"), ("delivered", "deliver_get"), ("acked", "ack"),
                ("redelivered", "redeliver"))
 DEAD_LETTER_REASONS = ("expired", "rejected", "maxlen", "delivery_limit")
+# A queue none of whose counters moved over a whole sample is idle.
+ACTIVITY_FIELDS = ("publish", "deliver_get", "ack", "messages_ready", "messages_unacknowledged")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class Management:
         self.rates: dict[tuple[Any, ...], float] = {}
         self._previous: tuple[float, dict[tuple[Any, ...], int]] | None = None
         self._storms: set[tuple[str, str, str]] = set()
+        self._idle_since: dict[Queue, int] = {}  # wall ms of the first sample that saw it idle
 
     # ------------------------------------------------------------ objects
     def vhosts(self) -> list[VirtualHost]:
@@ -225,12 +228,27 @@ class Management:
         counts = self._counts()
         previous = self._previous
         self._previous = (now, counts)
+        self._note_idle(counts, previous[1] if previous is not None else None)
         if previous is None or now <= previous[0]:
             return
         elapsed = now - previous[0]
         before = previous[1]
         self.rates = {key: (value - before.get(key, value)) / elapsed for key, value in counts.items()}
         self._watch_storms()
+
+    def idle_since(self, queue: Queue) -> int | None:
+        """When `queue` was first seen idle (RabbitMQ reports idle_since once
+        its queue process, quiet for a while, hibernates); None while busy."""
+        return self._idle_since.get(queue)
+
+    def _note_idle(self, counts: dict[tuple[Any, ...], int], before: dict[tuple[Any, ...], int] | None) -> None:
+        now_ms = self.broker.now_ms()
+        idle: dict[Queue, int] = {}
+        for queue in self.queues():
+            base = ("queue", queue.vhost, queue.name)
+            if before is not None and all(before.get((*base, f)) == counts[(*base, f)] for f in ACTIVITY_FIELDS):
+                idle[queue] = self._idle_since.get(queue, now_ms)
+        self._idle_since = idle  # deleted queues drop out
 
     def _watch_storms(self) -> None:
         storms: set[tuple[str, str, str]] = set()

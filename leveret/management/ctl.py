@@ -109,6 +109,9 @@ def add_subcommands(subparsers: Any) -> None:
     listing.add_argument("what", choices=LISTABLE, metavar="{" + ",".join(LISTABLE) + "}")
     listing.add_argument("--all-vhosts", action="store_true", help="list every vhost, not only --vhost")
     listing.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    listing.add_argument("--width", type=int, metavar="COLUMNS",
+                         help="draw the table this wide, cutting long cells with '…' (default: the "
+                              "terminal's width; not on a terminal: plain tab-separated lines, uncut)")
     listing.set_defaults(func=list_main)
 
     purge = actions.add_parser("purge", parents=[common], help="remove the ready messages of a queue")
@@ -183,9 +186,14 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(items, indent=2, ensure_ascii=False))
         return EXIT_OK
+    listing = TABLES[args.what](items, args.all_vhosts)
+    if args.width is None and not sys.stdout.isatty():
+        sys.stdout.write(listing.plain())  # for grep, cut, awk: whole values, one line each
+        return EXIT_OK
     from rich.console import Console  # only the table needs rich
 
-    Console().print(TABLES[args.what](items, args.all_vhosts))
+    console = Console(width=args.width)
+    console.print(listing.table(console.width))
     return EXIT_OK
 
 
@@ -282,15 +290,57 @@ def _arguments(item: dict[str, Any]) -> str:
     return " ".join(_ARGUMENT_ABBREVIATIONS.get(k, k) for k in arguments if k != "x-queue-type")
 
 
-def _table(title: str, columns: Sequence[tuple[str, bool]], rows: list[list[str]]) -> Any:
-    from rich.table import Table
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A titled table of text cells, drawn for a terminal or written plain."""
 
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for name, numeric in columns:
-        table.add_column(name, justify="right" if numeric else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    return table
+    title: str
+    columns: Sequence[tuple[str, bool]]  # (heading, numeric)
+    rows: list[list[str]]
+
+    def plain(self) -> str:
+        """A heading line and one line per row, tab-separated, nothing cut."""
+        lines = ["\t".join(name for name, _ in self.columns)]
+        lines += ["\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row) for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def table(self, width: int) -> Any:
+        """A rich Table `width` columns wide at most: one line per row. Numbers and
+        headings stay whole; when the text does not fit, the widest text column
+        gives up room first and its long cells end in '…'."""
+        from rich.table import Table
+
+        widths = self._fit(width)
+        table = Table(title=self.title, title_justify="left", header_style="bold")
+        for (name, numeric), cells in zip(self.columns, widths, strict=True):
+            table.add_column(name, justify="right" if numeric else "left", no_wrap=True,
+                             overflow="ellipsis", width=cells)
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def _fit(self, width: int) -> list[int]:
+        values = [max([0, *(len(row[i]) for row in self.rows)]) for i in range(len(self.columns))]
+        widths = [max(len(name), value) for (name, _), value in zip(self.columns, values, strict=True)]
+        room = width - (3 * len(widths) + 1)  # "│ " before each cell, " " after, the last "│"
+        # First text gives way (the name keeps 12), then, if still too wide,
+        # headings over numbers; a number itself is never cut.
+        for floors in (
+            [w if numeric else min(w, 12 if i == 0 else 4) for i, ((_, numeric), w) in
+             enumerate(zip(self.columns, widths, strict=True))],
+            [max(value, 3) if numeric else min(w, 8 if i == 0 else 3) for i, ((_, numeric), w, value) in
+             enumerate(zip(self.columns, widths, values, strict=True))],
+        ):
+            while sum(widths) > room:
+                shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
+                if not shrinkable:
+                    break
+                widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+        return widths
+
+
+def _table(title: str, columns: Sequence[tuple[str, bool]], rows: list[list[str]]) -> Listing:
+    return Listing(title, columns, rows)
 
 
 def _with_vhost(columns: list[tuple[str, bool]], rows: list[list[str]], items: list[dict[str, Any]],
@@ -300,7 +350,7 @@ def _with_vhost(columns: list[tuple[str, bool]], rows: list[list[str]], items: l
     return [("Vhost", False), *columns], [[str(i.get("vhost", "")), *row] for i, row in zip(items, rows, strict=True)]
 
 
-def queues_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Any:
+def queues_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Listing:
     columns = [("Name", False), ("Type", False), ("Features", False), ("State", False), ("Ready", True),
                ("Unacked", True), ("Total", True), ("Consumers", True), ("In/s", True), ("Deliver/s", True),
                ("Ack/s", True)]
@@ -315,7 +365,7 @@ def queues_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Any:
     return _table(f"Queues ({len(items)})", *_with_vhost(columns, rows, items, all_vhosts))
 
 
-def exchanges_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Any:
+def exchanges_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Listing:
     columns = [("Name", False), ("Type", False), ("Features", False), ("Arguments", False)]
     rows = [[
         e["name"] or "(AMQP default)", e.get("type", ""),
@@ -325,7 +375,7 @@ def exchanges_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> An
     return _table(f"Exchanges ({len(items)})", *_with_vhost(columns, rows, items, all_vhosts))
 
 
-def bindings_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Any:
+def bindings_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Listing:
     columns = [("Source", False), ("Destination", False), ("Kind", False), ("Routing key", False),
                ("Arguments", False)]
     rows = [[
@@ -349,7 +399,7 @@ def _since(millis: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def connections_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Any:
+def connections_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Listing:
     columns = [("Name", False), ("User", False), ("Vhost", False), ("Client", False), ("State", False),
                ("Channels", True), ("Heartbeat", True), ("Connected at (UTC)", False)]
     rows = [[
@@ -359,7 +409,7 @@ def connections_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> 
     return _table(f"Connections ({len(items)})", columns, rows)
 
 
-def channels_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Any:
+def channels_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Listing:
     columns = [("Name", False), ("User", False), ("Mode", False), ("Consumers", True), ("Unacked", True),
                ("Prefetch", True), ("Publish/s", True), ("Deliver/s", True)]
     rows = [[
@@ -371,7 +421,7 @@ def channels_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Any
     return _table(f"Channels ({len(items)})", columns, rows)
 
 
-def consumers_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Any:
+def consumers_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> Listing:
     columns = [("Queue", False), ("Consumer tag", False), ("Channel", False), ("Ack", False),
                ("Exclusive", False), ("Prefetch", True), ("Status", False)]
     rows = [[
@@ -383,7 +433,7 @@ def consumers_table(items: list[dict[str, Any]], all_vhosts: bool = False) -> An
                                                                [c.get("queue") or {} for c in items], all_vhosts))
 
 
-TABLES: dict[str, Callable[[list[dict[str, Any]], bool], Any]] = {
+TABLES: dict[str, Callable[[list[dict[str, Any]], bool], Listing]] = {
     "queues": queues_table, "exchanges": exchanges_table, "bindings": bindings_table,
     "connections": connections_table, "channels": channels_table, "consumers": consumers_table,
 }

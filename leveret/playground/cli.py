@@ -228,7 +228,7 @@ def interactive(args: argparse.Namespace, console: Console) -> int:
             if command in ("quit", "exit"):
                 break
             if command in ("help", "?"):
-                console.print(HELP)
+                console.print(Text(HELP))  # not markup: rich would take [durable] for a style
                 continue
             if command.startswith("export "):
                 _export(runner, command.split(None, 1)[1].strip().strip('"'), console)

@@ -118,7 +118,7 @@ class Channel(Publishing, Delivery, Settlement, Topology):
         # comes back here; the cancels after it do the rest (auto-delete, handover).
         for consumer in self.consumers.values():
             consumer.queue.remove_consumer(consumer, now)
-        self._requeue_all(now)
+        self._requeue_all(now, consumer_gone=True)
         for consumer in list(self.consumers.values()):
             self._drop_consumer(consumer, now)
         self.consumers.clear()

@@ -104,7 +104,11 @@ class Delivery(ChannelState):
         """Its queue was deleted: tell the client if it understands basic.cancel."""
         if self.consumers.pop(consumer.consumer_tag, None) is None:
             return
-        if self.connection.capabilities.get("consumer_cancel_notify"):
+        if not self.connection.capabilities.get("consumer_cancel_notify"):
+            return
+        if self.cancels_after_reply is not None:
+            self.cancels_after_reply.append(consumer.consumer_tag)
+        else:
             self.send(_BASIC.Cancel(consumer_tag=consumer.consumer_tag, nowait=True))
 
     def _drop_consumer(self, consumer: ChannelConsumer, now: int, holding: bool = False) -> None:

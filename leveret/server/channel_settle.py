@@ -106,16 +106,22 @@ class Settlement(ChannelState):
         self._settle(method.delivery_tag or 0, False, "requeue" if method.requeue else "reject")
 
     def _basic_recover(self, method: _BASIC.Recover) -> None:
-        self._recover(method.requeue)
+        self._check_recover(method.requeue)
+        # As RabbitMQ, whose queues redeliver after the channel replied: recover-ok first.
         self.send(_BASIC.RecoverOk())
+        self._recover()
 
     def _basic_recover_async(self, method: _BASIC.RecoverAsync) -> None:
-        self._recover(method.requeue)
+        self._check_recover(method.requeue)
+        self._recover()
 
-    def _recover(self, requeue: bool) -> None:
+    @staticmethod
+    def _check_recover(requeue: bool) -> None:
         # RabbitMQ implements requeue=true only (redelivery to the same consumer is not offered).
         if not requeue:
             raise exceptions.AMQPNotImplemented("requeue=false")
+
+    def _recover(self) -> None:
         self._requeue_all(self.now())
         self.dispatch_consumed_queues()
 
@@ -127,7 +133,9 @@ class Settlement(ChannelState):
                 consumer.leaving = False
                 self.vhost.handover(consumer.queue, now)
 
-    def _requeue_all(self, now: int) -> None:
+    def _requeue_all(self, now: int, *, consumer_gone: bool = False) -> None:
+        """Everything unacked goes back: `consumer_gone` when the channel closes
+        (a quorum queue serves those first), else a basic.recover."""
         by_queue: dict[Queue, list[Entry]] = {}
         settled = []
         for queue, entry, consumer in self.unacked.values():
@@ -137,7 +145,7 @@ class Settlement(ChannelState):
                 settled.append(consumer)
         self.unacked.clear()
         for queue, entries in by_queue.items():
-            self.vhost.requeue(queue, entries, now)
+            self.vhost.requeue(queue, entries, now, consumer_gone=consumer_gone)
         self._hand_over(settled, now)
 
     def _tx_select(self, method: commands.Tx.Select) -> None:

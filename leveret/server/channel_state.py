@@ -116,6 +116,9 @@ class ChannelState:
         self.tx: list[Callable[[], None]] | None = None
         self.tx_settled: list[tuple[int, Queue, Entry, ChannelConsumer | None]] = []
         self.last_queue: str | None = None
+        # Consumer tags cancelled by this channel's own queue.delete: as RabbitMQ,
+        # their basic.cancel follows the delete-ok (py-amqp raises otherwise).
+        self.cancels_after_reply: list[str] | None = None
         self.reply_to_token: str | None = None
         self.access = connection.access  # the user's permissions in this vhost
         # (first delivery tag, tick time) whenever the tick time moved: when the

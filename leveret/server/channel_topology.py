@@ -96,11 +96,17 @@ class Topology(ChannelState):
         name = self._queue_name(method.queue)
         if self.access is not None:
             self.access.check("configure", "queue", name)
-        count = self.vhost.delete_queue(
-            name, if_unused=method.if_unused, if_empty=method.if_empty, owner=self.connection,
-        )
+        self.cancels_after_reply = []
+        try:
+            count = self.vhost.delete_queue(
+                name, if_unused=method.if_unused, if_empty=method.if_empty, owner=self.connection,
+            )
+        finally:
+            cancelled, self.cancels_after_reply = self.cancels_after_reply, None
         if not method.nowait:
             self.send(commands.Queue.DeleteOk(message_count=count))
+        for tag in cancelled:
+            self.send(commands.Basic.Cancel(consumer_tag=tag, nowait=True))
 
     def _declare_direct_reply_to(self, method: commands.Queue.Declare) -> None:
         """The pseudo-queue always "exists" with one consumer, as RabbitMQ answers."""

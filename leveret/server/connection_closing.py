@@ -143,7 +143,9 @@ class Closing(ConnectionState):
             self.on_output()
 
     def _drop_later(self) -> None:
-        """Read nothing more; the tick drops the socket after NORMAL_TIMEOUT."""
+        """Read nothing more; the tick drops the socket after NORMAL_TIMEOUT, with
+        an RST as RabbitMQ's does (its listeners set {linger, {true, 0}}; observed)."""
+        self.reset_on_close = True
         self.state = State.CLOSING
         self.closing_since = self.monotonic()
         self._dropping = True

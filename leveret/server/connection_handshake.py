@@ -111,6 +111,7 @@ class Handshake(ConnectionState):
             self._refuse_login(mechanism, loopback=user)
             return
         self.user = user
+        self.auth_mechanism = mechanism
         self.state = State.AWAIT_TUNE_OK
         settings = self.broker.settings
         self.send_method(

@@ -93,6 +93,9 @@ class ConnectionState:
         self.created_at = monotonic()
         self.closing_since: float | None = None
         self._dropping = False  # reading nothing more while closing (see close_with)
+        # The shell ends the socket with an RST, not a FIN (see _drop_later).
+        self.reset_on_close = False
+        self.auth_mechanism: str | None = None  # once logged in (the management API shows it)
         self._closing_limit: float | None = None  # a closing timeout set by the error
         self._tuned = False
         # The time of the last housekeeping tick: deliveries are stamped with it

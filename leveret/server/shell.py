@@ -37,6 +37,7 @@ import concurrent.futures
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -225,7 +226,10 @@ class _WireProtocol(asyncio.Protocol):
             if transport.get_write_buffer_size() > WRITE_BUFFER_HARD:
                 self._output_choked = True
         if connection.want_close:
-            transport.close()  # sends what is buffered first
+            if getattr(connection, "reset_on_close", False):  # optional in the protocol
+                _reset(transport)
+            else:
+                transport.close()  # sends what is buffered first
             return
         self._arm_close_timer()
         self._sync_reading()
@@ -324,6 +328,17 @@ class _WireProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Close with an RST: a zero linger time makes the close abortive."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # gone already: nothing left to reset
+    transport.abort()
 
 
 class Server:

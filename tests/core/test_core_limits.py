@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from leveret.queues.quorum import QuorumQueue
 
 from tests.core.core_support import FakeConsumer, World, headers, x_death
 
@@ -275,13 +276,13 @@ def test_quorum_publishers_stay_refused_until_the_queue_is_down_to_80_percent() 
 
 def test_quorum_publishers_are_refused_after_a_requeue_takes_the_queue_over() -> None:
     # Probed on 3.10.8: max 2; u1 taken, u3 and u4 accepted (u4 takes it over),
-    # u5 refused; u1 comes back and the queue holds four.
+    # u5 refused; u1 comes back (its channel closed: to the front) and the queue holds four.
     world = quorum(**{"x-max-length": 2, "x-overflow": "reject-publish"})
     publish_all(world, b"u1", b"u2")
     entry = world.get("q", no_ack=False)
     assert entry is not None
     assert publish_all(world, b"u3", b"u4", b"u5") == [False, False, True]
-    world.vhost.requeue(world.vhost.queues["q"], [entry], world.now)
+    world.vhost.requeue(world.vhost.queues["q"], [entry], world.now, consumer_gone=True)
     assert publish_all(world, b"u6") == [True]
     assert world.drain("q") == [b"u1", b"u2", b"u3", b"u4"]
 
@@ -295,3 +296,42 @@ def test_quorum_reject_publish_dlx_drops_the_head() -> None:
     assert [(e.message.body, x_death(e.message)[0]["reason"]) for e in dead if e is not None] == [
         (b"x0", "maxlen"), (b"x1", "maxlen"),
     ]
+
+
+def test_quorum_returns_go_to_the_back_without_a_delivery_limit() -> None:
+    # rabbit_fifo turns a client's return into a fresh enqueue: m1 comes after m3.
+    world = quorum()
+    publish_all(world, b"m1", b"m2", b"m3")
+    first = world.get("q", no_ack=False)
+    assert first is not None
+    world.vhost.requeue(world.vhost.queues["q"], [first], world.now)
+    assert world.drain("q") == [b"m2", b"m3", b"m1"]
+
+
+def test_quorum_returns_go_to_the_front_with_a_limit_or_when_the_channel_closes() -> None:
+    for arguments, consumer_gone in (({"x-delivery-limit": 5}, False), ({}, True)):
+        world = quorum(**arguments)
+        publish_all(world, b"m1", b"m2", b"m3")
+        taken = [world.get("q", no_ack=False), world.get("q", no_ack=False)]
+        returned = [entry for entry in taken if entry is not None]
+        world.vhost.requeue(world.vhost.queues["q"], returned[::-1], world.now, consumer_gone=consumer_gone)
+        # In the order given (the channel's delivery order), ahead of what never left.
+        assert world.drain("q") == [b"m2", b"m1", b"m3"]
+
+
+def test_quorum_at_least_once_keeps_an_unrouted_dead_letter_and_retries_it() -> None:
+    world = quorum(**{"x-max-length": 2, "x-overflow": "reject-publish", "x-dead-letter-strategy": "at-least-once",
+                      "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "later"})
+    publish_all(world, b"m1", b"m2")
+    first = world.get("q", no_ack=False)
+    assert first is not None
+    world.vhost.reject(world.vhost.queues["q"], [first], world.now)
+    # The kept m1 counts: m3 takes the queue over its limit of 2, m4 is refused.
+    assert publish_all(world, b"m3", b"m4") == [False, True]
+    world.queue("later")
+    assert world.vhost.next_deadline() == world.now + 180_000
+    world.clock.advance(180_000)
+    world.vhost.run_timers(world.now)
+    assert world.drain("later") == [b"m1"]
+    queue = world.vhost.queues["q"]
+    assert isinstance(queue, QuorumQueue) and queue.kept_dead_letters == 0

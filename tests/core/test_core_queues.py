@@ -420,6 +420,22 @@ ARGUMENT_ERRORS: list[tuple[dict[str, Any], str]] = [
      invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")),
     ({"x-dead-letter-strategy": "at-most-once", "x-max-in-memory-length": 1},
      f"invalid arg 'x-dead-letter-strategy' for queue 'q' {V} of queue type rabbit_classic_queue"),
+    # rabbit_amqqueue's check_initial_cluster_size_arg and check_queue_leader_locator_arg.
+    ({"x-queue-type": "quorum", "x-quorum-initial-group-size": 0},
+     invalid("x-quorum-initial-group-size", "{value_zero,0}")),
+    ({"x-queue-type": "quorum", "x-quorum-initial-group-size": -1},
+     invalid("x-quorum-initial-group-size", "{value_negative,-1}")),
+    ({"x-queue-type": "quorum", "x-quorum-initial-group-size": "3"},
+     invalid("x-quorum-initial-group-size", '"expected integer, got longstr"')),
+    ({"x-queue-type": "quorum", "x-queue-leader-locator": "nearest"},
+     invalid("x-queue-leader-locator", "invalid_queue_locator_arg")),
+    ({"x-queue-type": "quorum", "x-queue-leader-locator": 5},
+     invalid("x-queue-leader-locator", "{unacceptable_type,byte}")),
+    # In declare_args order: the group size before the leader locator, after the type.
+    ({"x-queue-type": "quorum", "x-queue-leader-locator": "nearest", "x-quorum-initial-group-size": 0},
+     invalid("x-quorum-initial-group-size", "{value_zero,0}")),
+    ({"x-queue-type": "quorum", "x-quorum-initial-group-size": 0, "x-overflow": "foo"},
+     invalid("x-overflow", "invalid_overflow")),
 ]
 
 
@@ -451,6 +467,10 @@ ACCEPTED: list[dict[str, Any]] = [
     {"x-queue-type": "quorum", "x-delivery-limit": True},
     {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-most-once"},
     {"x-queue-type": "quorum", "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"},
+    {"x-queue-type": "quorum", "x-quorum-initial-group-size": 3},
+    {"x-queue-type": "quorum", "x-queue-leader-locator": "client-local"},
+    {"x-queue-type": "quorum", "x-queue-leader-locator": "balanced"},
+    {"x-queue-type": "quorum", "x-queue-leader-locator": "least-leaders"},
 ]
 
 

@@ -22,7 +22,7 @@ from tests.core.test_core_exchanges import REDECLARE as EXCHANGE_REDECLARE
 from tests.core.test_core_queues import ACCEPTED, ARGUMENT_ERRORS, QUORUM_PROPERTIES
 from tests.core.test_core_queues import REDECLARE as QUEUE_REDECLARE
 from tests.core.test_core_time import EXPIRATION_ERRORS
-from tests.reference import HOST, PORT, reachable
+from tests.reference import HOST, PORT, reachable, type_error_answers
 
 pika = pytest.importorskip("pika")
 
@@ -101,8 +101,9 @@ def plain(value: Any) -> bool:
 @pytest.mark.parametrize(("name", "kind", "options", "code", "text"), DECLARE_ERRORS)
 def test_exchange_declare_errors_on_rabbitmq(session: Session, name: str, kind: str, options: dict[str, Any], code: int, text: str) -> None:
     actual = name if name in ("", "amq.foo", "amq.gen-x", "amq.direct", "amq.match", "amq.default") else session.exchange(name)
+    kind, texts = type_error_answers(kind, text)  # only what does not depend on the node's history
     got = session.outcome(lambda ch: ch.exchange_declare(actual, kind, **options))
-    assert got == as_pika_sees(code, text, {name: actual})
+    assert got in [as_pika_sees(code, text, {name: actual}) for text in texts]
 
 
 @pytest.mark.parametrize(("first", "second", "text"), [r for r in EXCHANGE_REDECLARE if plain(r[0]) and plain(r[1])])

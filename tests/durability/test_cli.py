@@ -110,3 +110,38 @@ def test_leveret_data_dir_is_the_default(tmp_path: Path) -> None:
     server = LeveretProcess(None, log, env={"LEVERET_DATA_DIR": str(data)})
     server.stop()
     assert (data / "topology.log").exists()
+
+
+def test_definitions_in_a_vhost_the_file_does_not_declare_fail_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "defs.json"
+    path.write_text(json.dumps({
+        "vhosts": [{"name": "/"}],
+        "queues": [{"name": "kept", "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}},
+                   {"name": "orders", "vhost": "shop", "durable": True, "auto_delete": False, "arguments": {}}],
+        "exchanges": [{"name": "billing", "vhost": "shop", "type": "direct", "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}],
+    }))
+    data = tmp_path / "data"
+    result = leveret("serve", "--port", "0", "--data-dir", str(data), "--definitions", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"leveret: definitions {path} cannot be applied in full, not starting:",
+        "  exchange 'billing' is in vhost 'shop', which the file does not declare",
+        "  queue 'orders' is in vhost 'shop', which the file does not declare",
+    ]
+    # Nothing half-applied: the data directory holds nothing of the file.
+    assert not (data / "topology.log").exists() or "kept" not in (data / "topology.log").read_text(errors="replace")
+
+
+def test_definitions_leveret_cannot_declare_fail_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "defs.json"
+    path.write_text(json.dumps({
+        "vhosts": [{"name": "/"}],
+        "exchanges": [{"name": "odd", "vhost": "/", "type": "x-recent-history", "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}],
+    }))
+    result = leveret("serve", "--port", "0", "--definitions", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"leveret: definitions {path} cannot be applied in full, not starting:"
+    assert "odd" in lines[1] and "x-recent-history" in lines[1]

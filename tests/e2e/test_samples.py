@@ -13,6 +13,7 @@ from pathlib import Path
 import pika
 import pytest
 
+from tests import reference
 from tests.e2e.conftest import Names
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -22,6 +23,7 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
     "work_queue.py": ["sent 10 tasks to sample.work_queue.tasks", "10 tasks done, worker-1: "],
     "pubsub_fanout.py": ["every subscriber got all 3 messages"],
     "topic_logs.py": [
+        "leveret.matching predicts every queue; a miss: ",
         "kernel+critical kern.* *.critical      got: kern.info, kern.critical, app.critical",
         "topic routing as expected",
     ],
@@ -156,3 +158,15 @@ def test_payments_are_charged_exactly_once_across_a_consumer_crash(
     assert set(redelivered[1:]) <= {("pay-0004", "charged"), ("pay-0005", "charged")}
     assert "pay-0003 (redelivered) was charged already: ack without charging" in restarted.stdout
     assert (left.message_count, left.consumer_count) == (0, 0)
+
+
+@pytest.mark.rabbitmq
+@reference.needs_reference
+def test_delayed_retry_sample_says_it_needs_the_plugin_where_there_is_none() -> None:
+    result = run(str(SAMPLES / "plugins_delayed_retry.py"), reference.URL)
+    if result.returncode == 0:
+        pytest.skip("the reference RabbitMQ has rabbitmq_delayed_message_exchange enabled")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "needs the x-delayed-message exchange type: run it against leveret" in result.stderr
+    assert "Traceback" not in result.stderr

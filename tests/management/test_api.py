@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime
 from typing import Any
 
 import pika
@@ -98,7 +100,11 @@ def test_connections_channels_and_consumers(http: Http, topology: dict[str, Any]
     assert connection["client_properties"]["product"] == "Pika Python Client Library"
     assert connection["channels"] == 2 and connection["protocol"] == "AMQP 0-9-1"
     assert abs(connection["connected_at"] - time.time() * 1000) < 60_000
-    assert http.get("/api/connections/" + name.replace(" ", "%20").replace(">", "%3E")) == connection
+    quoted = name.replace(" ", "%20").replace(">", "%3E")
+    assert http.get("/api/connections/" + quoted) == connection
+    assert connection["auth_mechanism"] == "PLAIN"
+    assert http.get(f"/api/connections/{quoted}/channels") == http.get("/api/channels")
+    assert http.request("GET", "/api/connections/nobody/channels").status == 404
 
     assert [c["name"] for c in channels] == [f"{name} (1)", f"{name} (2)"]
     publisher, worker = channels
@@ -150,6 +156,33 @@ def test_rates_come_from_samples(http: Http, leveret_management: ManagementServe
     assert overview["message_stats"]["publish_details"] == {"rate": 10.0}
 
 
+def test_a_queue_is_idle_since_the_first_sample_that_saw_nothing_move(
+        http: Http, leveret_management: ManagementServer, connection: pika.BlockingConnection) -> None:
+    channel = connection.channel()
+    channel.queue_declare("quiet")
+    management = leveret_management.management
+    thread = leveret_management.broker_thread
+    assert thread is not None
+    thread.call(lambda _: leveret_management._timer.cancel())  # type: ignore[union-attr]  # only our samples
+    thread.call(lambda _: management.sample())
+    assert "idle_since" not in http.get("/api/queues/%2F/quiet")  # nothing to compare with yet
+    before = time.time()
+    thread.call(lambda _: management.sample())
+    idle = http.get("/api/queues/%2F/quiet")["idle_since"]
+    # RabbitMQ's format: RFC 3339, milliseconds, the offset spelt out.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", idle)
+    assert abs(datetime.fromisoformat(idle).timestamp() - before) < 5
+    thread.call(lambda _: management.sample())
+    assert http.get("/api/queues/%2F/quiet")["idle_since"] == idle  # still the same idle spell
+    channel.basic_publish("", "quiet", b"x")
+    pump(connection, 0.2)
+    thread.call(lambda _: management.sample())
+    busy = http.get("/api/queues/%2F/quiet")
+    assert "idle_since" not in busy
+    assert {k: busy["backing_queue_status"][k] for k in ("len", "q4", "next_seq_id", "mode")} == {
+        "len": 1, "q4": 1, "next_seq_id": 1, "mode": "default"}
+
+
 def test_definitions_export_and_import_round_trip(http: Http, topology: dict[str, Any]) -> None:
     exported = http.get("/api/definitions")
     assert [q["name"] for q in exported["queues"]] == ["orders"]
@@ -172,6 +205,7 @@ def test_one_vhost_definitions_leave_out_vhost_fields(http: Http, topology: dict
     single = http.get("/api/definitions/%2F")
 
     assert "users" not in single and "vhost" not in single["queues"][0]
+    assert sorted(single) == ["bindings", "exchanges", "parameters", "policies", "queues", "rabbit_version"]
     http.request("DELETE", "/api/queues/%2F/orders")
     assert http.request("POST", "/api/definitions/%2F", single).status == 204
     assert http.get("/api/queues/%2F/orders")["arguments"]["x-message-ttl"] == 60000

@@ -48,13 +48,42 @@ def loaded(connection: pika.BlockingConnection) -> pika.BlockingConnection:
 
 
 def test_list_queues_is_a_table(ctl: Ctl, loaded: pika.BlockingConnection) -> None:
-    status, out, err = ctl("list", "queues")
+    status, out, err = ctl("list", "queues", "--width", "200")
 
     assert status == 0 and err == ""
     assert "Queues (1)" in out
     row = next(line for line in out.splitlines() if "invoices" in line)
     assert row.split("│")[1:-1] == [" invoices ", " classic ", " D TTL    ", " running ", "     2 ", "       1 ",
                                     "     3 ", "         1 ", "  0.0 ", "       0.0 ", "   0.0 "]
+
+
+def test_list_piped_is_plain_lines_with_whole_values(ctl: Ctl, loaded: pika.BlockingConnection) -> None:
+    loaded.channel().queue_declare("invoices.overdue-after-the-second-reminder", durable=True)
+    status, out, _ = ctl("list", "queues")  # captured: not a terminal
+
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split("\t") == ["Name", "Type", "Features", "State", "Ready", "Unacked", "Total",
+                                    "Consumers", "In/s", "Deliver/s", "Ack/s"]
+    assert [line.split("\t")[:5] for line in lines[1:]] == [
+        ["invoices", "classic", "D TTL", "running", "2"],
+        ["invoices.overdue-after-the-second-reminder", "classic", "D", "running", "0"],
+    ]
+
+
+def test_list_at_80_columns_cuts_cells_instead_of_wrapping(ctl: Ctl, loaded: pika.BlockingConnection) -> None:
+    loaded.channel().queue_declare("invoices.overdue-after-the-second-reminder", durable=True)
+    status, out, _ = ctl("list", "queues", "--width", "80")
+
+    assert status == 0
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) == 2  # one line per queue: nothing wraps
+    names = [row.split("│")[1].strip() for row in rows]
+    assert names[0] == "invoices"
+    assert names[1].endswith("…") and "invoices.overdue-after-the-second-reminder".startswith(names[1][:-1])
+    assert [row.split("│")[5].strip() for row in rows] == ["2", "0"]  # numbers stay whole
 
 
 @pytest.mark.parametrize(("what", "expected"), [
@@ -65,7 +94,7 @@ def test_list_queues_is_a_table(ctl: Ctl, loaded: pika.BlockingConnection) -> No
     ("consumers", "biller"),
 ])
 def test_list_the_others(ctl: Ctl, loaded: pika.BlockingConnection, what: str, expected: str) -> None:
-    status, out, _ = ctl("list", what)
+    status, out, _ = ctl("list", what, "--width", "200")
 
     assert status == 0
     assert what.capitalize() in out and expected in out

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from leveret.playground.cli import add_subcommands
+from leveret.playground.cli import HELP, add_subcommands
+from leveret.version import RABBITMQ_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "playground"
@@ -217,6 +218,20 @@ def test_interactive_prompt(tmp_path: Path) -> None:
     assert "✓ expect errors got \"disk full\"" in out
     assert "<prompt>:6:9: error: unknown queue option 'tll'" in out  # the sixth entry
     assert json.loads((tmp_path / "out.json").read_text())["queues"][0]["name"] == "errors"
+
+
+def test_prompt_help_shows_every_option() -> None:
+    result = leveret("play", "--width", "200", stdin="help\nquit\n")
+    assert result.returncode == 0, result.stderr
+    for line in HELP.splitlines():
+        assert line in result.stdout  # [durable], [ttl=30s], [requeue] as written
+    assert "[durable]" in result.stdout and "[requeue]" in result.stdout
+
+
+def test_export_writes_the_rabbitmq_version_leveret_answers_as() -> None:
+    result = leveret("play", str(SAMPLES / "fanout.route"), "--export", "-")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["rabbit_version"] == RABBITMQ_VERSION
 
 
 def test_export_to_stdout_keeps_the_drawing_off_it() -> None:

@@ -1,4 +1,4 @@
-"""GET /api/connections[/NAME], DELETE /api/connections/NAME, /api/channels[/NAME], /api/consumers[/VHOST]."""
+"""GET /api/connections[/NAME[/channels]], DELETE /api/connections/NAME, /api/channels[/NAME], /api/consumers[/VHOST]."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def connection_info(m: Management, live: LiveConnection) -> dict[str, Any]:
     elif state == "open":
         state = "blocked" if connection.reading_paused else "running"
     return {
+        "auth_mechanism": connection.auth_mechanism,
         "channel_max": connection.channel_max,
         "channels": len(connection.channels),
         "client_properties": properties,
@@ -70,6 +71,11 @@ def connections(call: Call) -> list[dict[str, Any]]:
 
 def connection(call: Call, name: str) -> dict[str, Any]:
     return connection_info(call.m, find_connection(call.m, name))
+
+
+def connection_channels(call: Call, name: str) -> list[dict[str, Any]]:
+    live = find_connection(call.m, name)
+    return [channel_info(call.m, c, ch) for c, ch in call.m.channels() if c.connection is live.connection]
 
 
 def close_connection(call: Call, name: str) -> Response:
@@ -167,6 +173,7 @@ def vhost_consumers(call: Call, vhost: str) -> list[dict[str, Any]]:
 ROUTES = (
     Route("GET", "connections", connections),
     Route("GET", "connections/{name}", connection),
+    Route("GET", "connections/{name}/channels", connection_channels),
     Route("DELETE", "connections/{name}", close_connection),
     Route("GET", "channels", channels),
     Route("GET", "channels/{name}", channel),

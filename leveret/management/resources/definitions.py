@@ -33,8 +33,8 @@ def export_vhost(call: Call, vhost: str) -> dict[str, Any]:
     for key in ("queues", "exchanges", "bindings"):
         for item in single[key]:
             item.pop("vhost", None)
-    return {"rabbit_version": single["rabbit_version"], "rabbitmq_version": single["rabbitmq_version"],
-            "product_name": "leveret", "product_version": __version__,
+    # Nor the whole-broker export's product fields: RabbitMQ's top-level keys only.
+    return {"rabbit_version": single["rabbit_version"],
             **{k: single[k] for k in ("parameters", "policies", "queues", "exchanges", "bindings")}}
 
 

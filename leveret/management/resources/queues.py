@@ -9,11 +9,13 @@ from leveret.broker.definitions import json_value
 from leveret.broker.vhost import VirtualHost
 from leveret.management.core import DEAD_LETTER_REASONS, Management
 from leveret.management.http import Response
+from leveret.management.queue_fields import backing_queue_status, rfc3339
 from leveret.management.resources.bindings import binding, default_binding, sorted_bindings
 from leveret.management.resources.connections import consumer_info
 from leveret.management.routes import Call, Route, not_found, truthy
 from leveret.management.values import with_rates
 from leveret.queues.queue import Queue
+from leveret.queues.quorum import QuorumQueue
 
 
 def find_queue(call: Call, vhost_name: str, name: str) -> tuple[VirtualHost, Queue]:
@@ -98,8 +100,14 @@ def queue_info(m: Management, queue: Queue, unacked_bytes: int) -> dict[str, Any
         "type": queue.args.queue_type,
         "vhost": queue.vhost,
     }
-    if queue.args.queue_type == "quorum":
-        info.update({"leader": m.node, "members": [m.node], "online": [m.node]})
+    if isinstance(queue, QuorumQueue):
+        info.update({"leader": m.node, "members": [m.node], "online": [m.node],
+                     "messages_dlx": queue.kept_dead_letters, "message_bytes_dlx": queue.kept_dead_letter_bytes})
+    else:
+        info["backing_queue_status"] = backing_queue_status(queue, rate)
+        idle_since = m.idle_since(queue)
+        if idle_since is not None:
+            info["idle_since"] = rfc3339(idle_since)
     info["dead_lettered"] = {
         reason: sum(v for (r, dlx), v in queue.dead_letter_counts.items() if r == reason and dlx)
         for reason in DEAD_LETTER_REASONS
