@@ -50,6 +50,9 @@ WINDOW = 25
 DIRECT_QUEUE = "crash-a"
 FANOUT = "crash-fanout"
 FANOUT_QUEUES = ("crash-b", "crash-c")
+# Lazy and not consumed until the end: its backlog is paged to disk (issue 19)
+# when the kills come, and recovered into a paged queue after each.
+PAGED_QUEUE = "crash-paged"
 TRANSIENT_QUEUE = "crash-transient-queue"  # non-durable: gone after every kill
 TRANSIENT_MESSAGES = "crash-transient-messages"  # durable, but only delivery_mode 1 goes in
 
@@ -97,6 +100,8 @@ async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
     for name in FANOUT_QUEUES:
         queue = await channel.declare_queue(name, durable=True)
         await queue.bind(exchange)
+    paged = await channel.declare_queue(PAGED_QUEUE, durable=True, arguments={"x-queue-mode": "lazy"})
+    await paged.bind(exchange)
     await channel.declare_queue(TRANSIENT_MESSAGES, durable=True)
 
 
@@ -120,7 +125,7 @@ async def publisher(url: str, number: int, cycle: int, ledger: Ledger, rng: rand
                 count += 1
                 message_id = f"c{cycle}p{number}n{count}"
                 to_fanout = number == 0
-                ledger.published[message_id] = FANOUT_QUEUES if to_fanout else (DIRECT_QUEUE,)
+                ledger.published[message_id] = (*FANOUT_QUEUES, PAGED_QUEUE) if to_fanout else (DIRECT_QUEUE,)
                 message = aio_pika.Message(make_body(message_id, rng), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
                 target = fanout.publish(message, routing_key="") if to_fanout else \
                     channel.default_exchange.publish(message, routing_key=DIRECT_QUEUE)
@@ -201,7 +206,7 @@ async def drain(server: LeveretProcess, ledger: Ledger) -> dict[str, int]:
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=500)
-        for name in (DIRECT_QUEUE, *FANOUT_QUEUES):
+        for name in (DIRECT_QUEUE, *FANOUT_QUEUES, PAGED_QUEUE):
             queue = await channel.declare_queue(name, durable=True, passive=True)
             expected = queue.declaration_result.message_count or 0
             if not expected:
@@ -294,6 +299,7 @@ def test_confirmed_messages_survive_kill_9(tmp_path: Path, quiet_clients: None) 
     assert ledger.damaged == 0
     assert ledger.unknown == 0
     assert ledger.transient_survivors == []
-    assert left == {DIRECT_QUEUE: 0, FANOUT_QUEUES[0]: 0, FANOUT_QUEUES[1]: 0}
+    assert left == {DIRECT_QUEUE: 0, FANOUT_QUEUES[0]: 0, FANOUT_QUEUES[1]: 0, PAGED_QUEUE: 0}
+    assert len(ledger.deliveries[PAGED_QUEUE]) > 256, "the paged queue never paged"
     assert "Traceback" not in log.read_text()
 
