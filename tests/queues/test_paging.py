@@ -210,3 +210,21 @@ def test_durable_paged_messages_survive_a_restart_and_a_purge_frees_their_segmen
 
 def test_page_batches_stay_small() -> None:
     assert PAGE_BATCH <= LAZY_HEAD_LIMIT // 2
+
+
+def test_message_ids_are_packed_and_come_back_exactly() -> None:
+    import random
+
+    from leveret.store.paging import MessageIds
+
+    rng = random.Random(19)
+    ids, values, last, consumed = MessageIds(), [], 0, 0
+    for index in range(200_000):
+        value = 0 if rng.random() < 0.2 else (last := last + rng.choice([1, 1, 2, 300, -5, 100_000]) + 10)
+        values.append(value)
+        ids.append(value)
+        if index % 1000 == 999:
+            ids.consume(600)
+            consumed += 600
+    assert len(ids) == 200_000 - consumed
+    assert ids.ids() == [value for value in values[consumed:] if value]
