@@ -43,7 +43,7 @@ log = logging.getLogger("leveret.store")
 
 SEGMENT_BYTES = 16 * 1024 * 1024
 WRITE_CHUNK = 256 * 1024
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 64 * 1024
 STATE = struct.Struct("<IB")  # delivery count, redelivered
 
 

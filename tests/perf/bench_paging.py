@@ -190,6 +190,59 @@ def many_queues(url: str, prefix: str, queues: int, count: int) -> tuple[float, 
     return total_ops / (time.monotonic() - began), len(results) == queues and all(results)
 
 
+def ping_latencies(url: str, samples: int) -> list[float]:
+    """Round trips (ms) of one message through an unrelated queue, one at a time."""
+    client = Client(url)
+    name = f"ping-{uuid.uuid4().hex[:6]}"
+    client.send(1, commands.Queue.Declare(queue=name, auto_delete=True))
+    client.expect(commands.Queue.DeclareOk)
+    client.send(1, commands.Basic.Consume(queue=name, no_ack=True))
+    client.expect(commands.Basic.ConsumeOk)
+    one = (frame.marshal(commands.Basic.Publish(exchange="", routing_key=name), 1)
+           + frame.marshal(header.ContentHeader(0, 8, commands.Basic.Properties()), 1) + body_frame(1, b"p" * 8))
+    out = []
+    for _ in range(samples):
+        began = time.perf_counter()
+        client.sock.sendall(one)
+        while type(client.read(10.0)).__name__ != "ContentBody":
+            pass
+        out.append((time.perf_counter() - began) * 1000)
+        time.sleep(0.002)
+    client.close()
+    return out
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def latency_while_paging(url: str, count: int) -> None:
+    """p50/p99 of an unrelated queue's round trip, idle and while a lazy queue pages in and out."""
+    idle = ping_latencies(url, 500)
+    stop = threading.Event()
+
+    def bulk() -> None:
+        client = Client(url)
+        client.send(1, commands.Queue.Declare(queue="bulk", arguments={"x-queue-mode": "lazy"}))
+        client.expect(commands.Queue.DeclareOk)
+        while not stop.is_set():
+            client.publish_numbered("bulk", count)
+            client.consume_checked("bulk", count)
+        client.close()
+
+    worker = threading.Thread(target=bulk)
+    worker.start()
+    time.sleep(1.0)
+    loaded = ping_latencies(url, 1000)
+    stop.set()
+    worker.join()
+    print(f"leveret, unrelated queue round trip: idle p50 {percentile(idle, 0.5):.2f} ms, "
+          f"p99 {percentile(idle, 0.99):.2f} ms; while a lazy queue pages {count} messages in and out: "
+          f"p50 {percentile(loaded, 0.5):.2f} ms, p99 {percentile(loaded, 0.99):.2f} ms, "
+          f"max {max(loaded):.2f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gb", type=float, default=0.25, help="GB of 1 KiB messages (the issue: 5)")
@@ -231,6 +284,10 @@ def main() -> int:
             print(f"RabbitMQ, one queue: publish {publish_r:,.0f} msg/s, consume {consume_r:,.0f} msg/s, "
                   f"in order: {ordered_r}; leveret/RabbitMQ: publish {publish / publish_r:.2f}, "
                   f"consume {consume / consume_r:.2f}")
+
+    leveret = Leveret(data / "latency")
+    latency_while_paging(leveret.url, min(count, 50_000))
+    leveret.stop()
 
     per_queue = max(1, count // args.queues)
     leveret = Leveret(data / "many")
