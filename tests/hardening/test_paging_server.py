@@ -43,7 +43,7 @@ def test_a_lazy_queue_pages_and_hands_everything_back_in_order_with_pika(server:
     channel.basic_qos(prefetch_count=100)
     got: list[int] = []
     redelivered: list[bool] = []
-    for method, properties, body in channel.consume("backlog", inactivity_timeout=5):
+    for method, _properties, body in channel.consume("backlog", inactivity_timeout=5):
         assert method is not None, f"stalled after {len(got)}"
         got.append(int(body[:6]))
         redelivered.append(method.redelivered)
