@@ -249,13 +249,6 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
         return None
     if isinstance(data, dict) and not _definitions_apply_fully(data, args.definitions, _settings(args)):
         return None
-    if isinstance(data, dict):
-        # Users, vhosts and permissions first: the store recovers into every vhost.
-        access = broker.access.load_definitions(data)
-        for name in access.vhosts:
-            broker.add_vhost(name)
-        for warning in access.warnings:
-            print(f"leveret: definitions: {warning}", file=sys.stderr)
     if args.data_dir:
         try:
             store = Store.open(args.data_dir)
@@ -268,9 +261,21 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
         broker.attach_store(store)
         logging.getLogger("leveret.store").info("recovered %s from %s", store.report, args.data_dir)
     if isinstance(data, dict):
+        # Users, vhosts and permissions on top of what the data directory held, then topology.
+        access = broker.access.load_definitions(data)
+        for name in access.vhosts:
+            broker.add_vhost(name)
+        broker.admin.load_parameters(data)
+        for warning in access.warnings:
+            print(f"leveret: definitions: {warning}", file=sys.stderr)
         for vhost in broker.vhosts.values():
             for warning in load_definitions(vhost, data, now_ms=broker.now_ms()).warnings:
                 print(f"leveret: definitions: {warning}", file=sys.stderr)
+        try:
+            broker.admin.saved()
+        except OSError as error:
+            print(f"leveret: cannot save to data directory {args.data_dir}: {_reason(error)}", file=sys.stderr)
+            return None
     return broker
 
 

@@ -29,7 +29,7 @@ from pamqp import exceptions
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_MODES = ("default", "lazy")
-QUEUE_TYPES = ("classic", "quorum")
+QUEUE_TYPES = ("classic", "quorum", "stream")
 DEAD_LETTER_STRATEGIES = ("at-most-once", "at-least-once")
 # rabbit_misc:check_expiry: TTLs and x-expires up to ten years (milliseconds).
 MAX_EXPIRY_MS = 315_360_000_000
@@ -41,13 +41,18 @@ TYPE_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "classic": (
         "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
         "x-max-length", "x-max-length-bytes", "x-max-priority", "x-overflow", "x-queue-mode",
-        "x-single-active-consumer", "x-queue-type", "x-queue-master-locator", "x-delivery-limit",
+        "x-queue-version", "x-single-active-consumer", "x-queue-type", "x-queue-master-locator",
+        "x-delivery-limit",
     ),
     "quorum": (
         "x-expires", "x-message-ttl", "x-dead-letter-exchange", "x-dead-letter-routing-key",
         "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes",
         "x-overflow", "x-single-active-consumer", "x-queue-type", "x-quorum-initial-group-size",
         "x-delivery-limit", "x-dead-letter-strategy", "x-queue-leader-locator",
+    ),
+    "stream": (
+        "x-max-length-bytes", "x-queue-type", "x-max-age", "x-stream-max-segment-size-bytes",
+        "x-initial-cluster-size", "x-queue-leader-locator",
     ),
 }
 # Every argument some queue type owns, in RabbitMQ's declare_args order.
@@ -57,12 +62,25 @@ KNOWN_ARGUMENTS = (
     "x-max-priority", "x-overflow", "x-queue-mode", "x-single-active-consumer", "x-queue-type",
     "x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes",
     "x-initial-cluster-size", "x-queue-leader-locator", "x-queue-master-locator",
-    "x-delivery-limit",
+    "x-delivery-limit", "x-queue-version",
 )
-_MODULES = {"classic": "rabbit_classic_queue", "quorum": "rabbit_quorum_queue"}
+_MODULES = {"classic": "rabbit_classic_queue", "quorum": "rabbit_quorum_queue", "stream": "rabbit_stream_queue"}
+QUEUE_LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders")
+# rabbit.hrl's MAX_STREAM_MAX_SEGMENT_SIZE.
+MAX_STREAM_SEGMENT_SIZE = 3_000_000_000
+# rabbit_amqqueue:unit_value_in_ms: the units of x-max-age (and of an x-stream-offset interval).
+AGE_UNITS_MS = {
+    "Y": 365 * 86_400_000, "M": 30 * 86_400_000, "D": 86_400_000,
+    "h": 3_600_000, "m": 60_000, "s": 1000,
+}
 
 # Kept for callers that compare classic queues.
 EQUIVALENCE_CHECKED = TYPE_ARGUMENTS["classic"]
+
+
+def type_module(queue_type: str) -> str:
+    """The Erlang module RabbitMQ names a queue type by in its errors."""
+    return _MODULES.get(queue_type, queue_type)
 
 
 def type_name(value: Any) -> str:
@@ -135,6 +153,9 @@ class QueueArguments:
     delivery_limit: int | None = None
     queue_type: str = "classic"
     dead_letter_strategy: str | None = None  # as declared; quorum queues read it
+    # Streams: retention by age (ms) and the size a segment file grows to.
+    max_age: int | None = None
+    max_segment_size_bytes: int | None = None
 
 
 def _invalid(name: str, queue: str, vhost: str, why: str) -> exceptions.AMQPPreconditionFailed:
@@ -234,6 +255,13 @@ def _queue_mode(value: Any, _: Mapping[str, Any]) -> str | None:
     return error
 
 
+def _queue_version(value: Any, args: Mapping[str, Any]) -> str | None:
+    error = _non_negative(value, args)
+    if error is None and value not in (1, 2):
+        return f"\"unsupported queue version '{value}'\""
+    return error
+
+
 def _single_active_consumer(value: Any, _: Mapping[str, Any]) -> str | None:
     return None if isinstance(value, bool) else f"{{unacceptable_type,{type_name(value)}}}"
 
@@ -241,9 +269,27 @@ def _single_active_consumer(value: Any, _: Mapping[str, Any]) -> str | None:
 def _queue_type(value: Any, _: Mapping[str, Any]) -> str | None:
     error = _longstr(value)
     if error is None and _text(value) not in QUEUE_TYPES:
-        # RabbitMQ also has streams; leveret does not, so it refuses them here.
         return f"\"unsupported queue type '{_text(value)}'\""
     return error
+
+
+def parse_age(text: str) -> int | None:
+    """rabbit_amqqueue:check_max_age: leading digits, then one unit of Y M D h m s;
+    the age in ms, or None for `invalid_max_age`. No digits at all crashes
+    RabbitMQ's list_to_integer (541 INTERNAL_ERROR on the connection), as here."""
+    digits = text[: len(text) - len(text.lstrip("0123456789"))]
+    if not digits:
+        raise exceptions.AMQPInternalError()
+    value, unit = int(digits), text[len(digits):]
+    if value <= 0 or unit not in AGE_UNITS_MS:
+        return None
+    return value * AGE_UNITS_MS[unit]
+
+
+def _max_age(value: Any, _: Mapping[str, Any]) -> str | None:
+    if not isinstance(value, str) or type_name(value) != "longstr":
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    return None if parse_age(value) is not None else "invalid_max_age"
 
 
 def _initial_group_size(value: Any, args: Mapping[str, Any]) -> str | None:
@@ -251,9 +297,6 @@ def _initial_group_size(value: Any, args: Mapping[str, Any]) -> str | None:
     if error is None and value == 0:
         return "{value_zero,0}"
     return error
-
-
-QUEUE_LEADER_LOCATORS = ("client-local", "balanced", "random", "least-leaders")
 
 
 def _queue_leader_locator(value: Any, _: Mapping[str, Any]) -> str | None:
@@ -276,9 +319,13 @@ VALIDATORS: tuple[tuple[str, Validator], ...] = (
     ("x-max-priority", _max_priority),
     ("x-overflow", _overflow),
     ("x-queue-mode", _queue_mode),
+    ("x-queue-version", _queue_version),
     ("x-single-active-consumer", _single_active_consumer),
     ("x-queue-type", _queue_type),
     ("x-quorum-initial-group-size", _initial_group_size),
+    ("x-max-age", _max_age),
+    ("x-stream-max-segment-size-bytes", _non_negative),
+    ("x-initial-cluster-size", _initial_group_size),
     ("x-queue-leader-locator", _queue_leader_locator),
     # Not validated by RabbitMQ (it has no classic delivery limit); ours is.
     ("x-delivery-limit", _delivery_limit),
@@ -305,8 +352,8 @@ def validate_queue_arguments(args: Mapping[str, Any], queue: str, vhost: str) ->
             error = validator(args[name], args)
             if error is not None:
                 raise _invalid(name, queue, vhost, error)
-    for name in KNOWN_ARGUMENTS:
-        if name in args and name not in accepted:
+    for name in args:  # in the client's order (rabbit_amqqueue:check_arguments_key)
+        if name in KNOWN_ARGUMENTS and name not in accepted:
             raise exceptions.AMQPPreconditionFailed(
                 f"invalid arg '{name}' for queue '{queue}' in vhost '{vhost}' "
                 f"of queue type {_MODULES[queue_type]}"
@@ -315,25 +362,32 @@ def validate_queue_arguments(args: Mapping[str, Any], queue: str, vhost: str) ->
 
 
 def check_server_named(arguments: Mapping[str, Any]) -> None:
-    """A quorum queue cannot have a server-generated name (its capabilities say
-    server_named => false); rabbit_channel asks before it looks at anything else."""
-    if _text(arguments.get("x-queue-type")) == "quorum":
+    """Quorum queues and streams cannot have a server-generated name (their
+    capabilities say server_named => false); rabbit_channel asks before it looks
+    at anything else."""
+    queue_type = _text(arguments.get("x-queue-type"))
+    if queue_type in ("quorum", "stream"):
         raise exceptions.AMQPPreconditionFailed(
-            f"Cannot declare a server-named queue for type {_MODULES['quorum']}"
+            f"Cannot declare a server-named queue for type {_MODULES[queue_type]}"
         )
 
 
 def check_queue_properties(
-    queue_type: str, *, durable: bool, exclusive: bool, auto_delete: bool, queue: str, vhost: str
+    queue_type: str, *, durable: bool, exclusive: bool, auto_delete: bool, queue: str, vhost: str,
+    arguments: Mapping[str, Any] | None = None,
 ) -> None:
-    """Quorum queues are durable, shared and long-lived (rabbit_quorum_queue:declare)."""
-    if queue_type != "quorum":
+    """Quorum queues and streams are durable, shared and long-lived
+    (rabbit_quorum_queue:declare, rabbit_stream_queue:declare); a stream's
+    segments are at most 3 GB."""
+    if queue_type not in ("quorum", "stream"):
         return
     for refused, prop in ((auto_delete, "auto-delete"), (exclusive, "exclusive-owner"), (not durable, "non-durable")):
         if refused:
             raise exceptions.AMQPPreconditionFailed(
                 f"invalid property '{prop}' for queue '{queue}' in vhost '{vhost}'"
             )
+    if queue_type == "stream" and (arguments or {}).get("x-stream-max-segment-size-bytes", 0) > MAX_STREAM_SEGMENT_SIZE:
+        raise exceptions.AMQPPreconditionFailed("Exceeded max value for x-stream-max-segment-size-bytes")
 
 
 def parse_queue_arguments(
@@ -362,6 +416,8 @@ def parse_queue_arguments(
         delivery_limit=_integer_or_none(args.get("x-delivery-limit")),
         queue_type=queue_type,
         dead_letter_strategy=text("x-dead-letter-strategy"),
+        max_age=parse_age(args["x-max-age"]) if queue_type == "stream" and "x-max-age" in args else None,
+        max_segment_size_bytes=args.get("x-stream-max-segment-size-bytes") if queue_type == "stream" else None,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from leveret.queues.dedup import DeduplicatingQueue, deduplicates
 from leveret.queues.queue import Queue
 from leveret.queues.quorum import QuorumQueue
+from leveret.queues.stream import StreamQueue
 
 
 class DeduplicatingQuorumQueue(DeduplicatingQueue, QuorumQueue):
@@ -15,6 +16,8 @@ class DeduplicatingQuorumQueue(DeduplicatingQueue, QuorumQueue):
 
 
 def queue_class(queue_type: str, arguments: Mapping[str, Any]) -> type[Queue]:
+    if queue_type == "stream":
+        return StreamQueue  # RabbitMQ's streams keep every message: no deduplication either
     dedup = deduplicates(arguments)
     if queue_type == "quorum":
         return DeduplicatingQuorumQueue if dedup else QuorumQueue

@@ -14,6 +14,7 @@ from typing import Any
 
 from pamqp import exceptions
 
+from leveret.broker.admin import Administration
 from leveret.broker.auth import AccessControl
 from leveret.broker.definitions import load_definitions
 from leveret.broker.limits import DEFAULT_DISK_FREE_LIMIT, DEFAULT_WATERMARK, ResourceAlarms
@@ -81,6 +82,7 @@ class Broker:
         self.counters = BrokerCounters()
         self.store: Store | None = None  # see attach_store
         self.access = AccessControl.with_passwords(self.settings.users, self.vhosts)
+        self.admin = Administration(self)  # runtime changes to users, vhosts, permissions
         self.resources = ResourceAlarms()
         # Queues page to a temporary directory until a store gives them its own.
         self.pager = PageFiles()
@@ -92,6 +94,13 @@ class Broker:
         persistent messages) and keep durable changes in it from now on. Call it
         before clients connect; the server shell starts the store's writer thread."""
         now = self.now_ms()
+        # Users, vhosts, permissions, limits and parameters first: a vhost made
+        # and deleted at run time stays as it was left.
+        snapshot = store.admin.load()
+        if snapshot is not None:
+            for warning in self.admin.restore(snapshot):
+                log.warning("recovery: %s", warning)
+        self.admin.journal = store.admin
         definitions = store.definitions()
         # A vhost made at run time (not in --definitions) comes back with its durable
         # topology; made before `self.store` is set, add_vhost does not attach it twice.

@@ -24,6 +24,7 @@ from leveret.queues.arguments import (
     validate_queue_arguments,
 )
 from leveret.queues.queue import Queue
+from leveret.queues.stream import StreamQueue
 from leveret.queues.types import queue_class
 
 log = logging.getLogger("leveret.vhost")
@@ -83,7 +84,7 @@ class QueueTable:
         queue_type = validate_queue_arguments(received, name, state.name)
         check_queue_properties(
             queue_type, durable=durable, exclusive=exclusive, auto_delete=auto_delete,
-            queue=name, vhost=state.name,
+            queue=name, vhost=state.name, arguments=received,
         )
         queue = queue_class(queue_type, received)(
             name,
@@ -140,6 +141,8 @@ class QueueTable:
         if queue is None:
             return 0
         self.state.check_exclusive(queue, owner)
+        if isinstance(queue, StreamQueue):
+            return self.remove_queue(queue, reason)  # a stream ignores if-empty and if-unused
         vhost = self.state.name
         # The queue process checks if-empty before if-unused (rabbit_amqqueue_process).
         if if_empty and queue.message_count:

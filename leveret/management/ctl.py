@@ -5,6 +5,7 @@
     leveret ctl delete queue|exchange NAME [--if-empty] [--if-unused]
     leveret ctl export FILE            (- for stdout)
     leveret ctl import FILE            (- for stdin)
+    leveret ctl add_user|set_permissions|list_users|add_vhost|...   (see ctl_admin)
 
 Every command takes `--url` (default $LEVERET_MANAGEMENT_URL or
 http://127.0.0.1:15672), `--user`/`--password` (guest/guest) and `--vhost`
@@ -16,71 +17,20 @@ leveret/cli.py finds this module and calls `add_subcommands(subparsers)`.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-EXIT_OK = 0
-EXIT_FAILED = 1
+from leveret.management.ctl_admin import add_verbs
+from leveret.management.ctl_client import EXIT_FAILED, EXIT_OK, Client, CtlError
+
 DEFAULT_URL = "http://127.0.0.1:15672"
 LISTABLE = ("queues", "exchanges", "bindings", "connections", "channels", "consumers")
-
-
-class CtlError(Exception):
-    """A failure to report in one line (exit status 1)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    """A minimal client of the management API (urllib: no dependency)."""
-
-    url: str
-    user: str
-    password: str
-    timeout: float = 10.0
-
-    def request(self, method: str, path: str, body: Any = None, *, missing: str | None = None) -> Any:
-        """The decoded JSON answer; `missing` is the error text for a 404."""
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-        headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as error:
-            if error.code == 404 and missing is not None:
-                raise CtlError(missing) from None
-            raise CtlError(_http_error(error, path)) from None
-        except urllib.error.URLError as error:
-            reason = getattr(error.reason, "strerror", None) or str(error.reason)
-            raise CtlError(f"cannot reach the management API at {self.url}: {str(reason).lower()}") from None
-        except OSError as error:
-            raise CtlError(f"cannot reach the management API at {self.url}: {error}") from None
-        return json.loads(payload) if payload.strip() else None
-
-
-def _http_error(error: urllib.error.HTTPError, path: str) -> str:
-    try:
-        detail = json.loads(error.read() or b"{}")
-    except ValueError:
-        detail = {}
-    reason = detail.get("reason") if isinstance(detail, dict) else None
-    if error.code == 401:
-        return f"not authorised: {reason or 'login failed'}"
-    if error.code == 404:
-        return f"not found: {path}"
-    return f"HTTP {error.code}: {reason or error.reason}"
 
 
 def _vhost(name: str) -> str:
@@ -134,6 +84,7 @@ def add_subcommands(subparsers: Any) -> None:
     load.add_argument("file", metavar="FILE", help="a definitions file ('-' for stdin)")
     load.add_argument("--only-vhost", action="store_true", help="load into --vhost (a one-vhost export)")
     load.set_defaults(func=import_main)
+    add_verbs(actions, common, _client, _run)  # rabbitmqctl's administration verbs
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

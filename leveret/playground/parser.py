@@ -235,13 +235,16 @@ QUEUE_OPTIONS: dict[str, tuple[str, str]] = {
     "queue-type": ("x-queue-type", "text"),
     "type": ("x-queue-type", "text"),
     "single-active-consumer": ("x-single-active-consumer", "bool"),
+    # streams (queue-type=stream)
+    "max-age": ("x-max-age", "text"),
+    "segment-size": ("x-stream-max-segment-size-bytes", "int"),
     "deduplication": ("x-message-deduplication", "bool"),
     "message-deduplication": ("x-message-deduplication", "bool"),
 }
 QUEUE_OPTIONS_HELP = (
     "durable, exclusive, auto-delete, ttl=, expires=, dlx=, dlk=, max-length=, "
     "max-length-bytes=, overflow=, max-priority=, delivery-limit=, queue-type=, "
-    "single-active-consumer, deduplication, and raw x-...= arguments"
+    "single-active-consumer, deduplication, max-age= and segment-size= (streams), and raw x-...= arguments"
 )
 EXCHANGE_FLAGS = {"durable", "auto-delete", "internal"}
 EXCHANGE_OPTIONS: dict[str, tuple[str, str]] = {

@@ -17,16 +17,18 @@ from __future__ import annotations
 import base64
 import os
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pamqp import commands, exceptions
 
 from leveret.amqp_wire import framing, replies
 from leveret.amqp_wire.fieldtable import Field, TypedTable
 from leveret.amqp_wire.properties import encode_properties, replace_headers
-from leveret.queues.arguments import type_name
+from leveret.queues.arguments import type_module, type_name
 from leveret.queues.message import Message
 from leveret.queues.queue import Entry, Queue
+from leveret.queues.stream import StreamQueue, check_consume
 from leveret.server.channel_state import DIRECT_REPLY_TO, ChannelConsumer, ChannelState, shortstr
 
 if TYPE_CHECKING:
@@ -67,6 +69,11 @@ class Delivery(ChannelState):
         if self.access is not None:
             self.access.check("read", "queue", queue_name)
         arguments = method.arguments or {}
+        # The queue first: a missing one is 404 whatever the arguments (as RabbitMQ).
+        queue = self.vhost.queue(queue_name, owner=self.connection)
+        if isinstance(queue, StreamQueue):
+            self._consume_stream(method, tag, queue, arguments)
+            return
         priority = arguments.get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
             got = {"longstr": "longstr", "double": "float", "bool": "bool"}.get(type_name(priority), type_name(priority))
@@ -74,7 +81,11 @@ class Delivery(ChannelState):
                 f"invalid arg 'x-priority' for queue '{queue_name}' in vhost '{self.vhost.name}': "
                 f'"expected integer, got {got}"'
             )
-        queue = self.vhost.queue(queue_name, owner=self.connection)
+        if "x-stream-offset" in arguments:  # a stream's consumer argument, refused by the other types
+            raise exceptions.AMQPPreconditionFailed(
+                f"invalid arg 'x-stream-offset' for queue '{queue_name}' in vhost '{self.vhost.name}' "
+                f"of queue type {type_module(queue.args.queue_type)}"
+            )
         if self.global_prefetch and queue.args.queue_type == "quorum":
             raise exceptions.AMQPNotImplemented(
                 f"queue '{queue_name}' in vhost '{self.vhost.name}' does not support global qos"
@@ -82,6 +93,24 @@ class Delivery(ChannelState):
         consumer = ChannelConsumer(self, tag, queue, method.no_ack, priority, self.consumer_prefetch, method.exclusive)
         self.vhost.consume(
             queue_name, consumer, exclusive=method.exclusive, owner=self.connection,
+            observer=consumer, now_ms=self.now(), dispatch=False,
+        )
+        self.consumers[tag] = consumer
+        if not method.nowait:
+            self.send(_BASIC.ConsumeOk(consumer_tag=tag))
+        self.vhost.dispatch(queue, self.now())
+
+    def _consume_stream(self, method: _BASIC.Consume, tag: str, queue: StreamQueue, arguments: Mapping[str, Any]) -> None:
+        """A stream consumer starts where x-stream-offset says; `exclusive` is
+        ignored on streams (RabbitMQ 3.10 as observed)."""
+        spec = check_consume(
+            queue.name, self.vhost.name, arguments, prefetch=self.consumer_prefetch,
+            global_prefetch=self.global_prefetch, no_ack=method.no_ack, now_ms=self.now(),
+        )
+        consumer = ChannelConsumer(self, tag, queue, False, 0, self.consumer_prefetch, False)
+        queue.subscribe(consumer, spec)
+        self.vhost.consume(
+            queue.name, consumer, exclusive=False, owner=self.connection,
             observer=consumer, now_ms=self.now(), dispatch=False,
         )
         self.consumers[tag] = consumer

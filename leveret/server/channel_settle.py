@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from pamqp import commands, exceptions
 
 from leveret.queues.queue import Entry, Queue
+from leveret.queues.stream import StreamQueue, not_supported
 from leveret.server.channel_state import ChannelState
 from leveret.store import COMMIT_OK, Store
 
@@ -60,6 +61,10 @@ class Settlement(ChannelState):
 
     def _settle(self, delivery_tag: int, multiple: bool, action: str) -> None:
         taken = self._take(delivery_tag, multiple)
+        if action != "ack":
+            for _, queue, _, _ in taken:
+                if isinstance(queue, StreamQueue):
+                    raise not_supported("basic.nack and basic.reject", queue.name, queue.vhost)
         if self.tx is not None:
             # As RabbitMQ: the tags leave `unacked` now; rollback puts them back.
             self.tx_settled.extend(taken)
@@ -122,6 +127,8 @@ class Settlement(ChannelState):
             raise exceptions.AMQPNotImplemented("requeue=false")
 
     def _recover(self) -> None:
+        if any(isinstance(queue, StreamQueue) for queue, _, _ in self.unacked.values()):
+            raise exceptions.AMQPInternalError()  # RabbitMQ 3.10's channel crashes on it (541)
         self._requeue_all(self.now())
         self.dispatch_consumed_queues()
 

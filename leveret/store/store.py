@@ -21,7 +21,8 @@ Files under the data directory:
     topology.log           durable exchanges, queues (with their queue ids) and bindings (topology.py)
     msgs/NNNNNNNNNN.msg    PUBLISH records: the message, its first queue's entry (records.py)
     msgs/NNNNNNNNNN.ack    state records for the messages of that segment only
-All share one framed format (frames.py).
+    streams/<queue id>/    a stream's segment files (stream_log.py: a format of its own)
+All but the streams share one framed format (frames.py).
 
 Durability (writer.py): a confirm for a persistent message in a durable queue
 is sent after fsync (group commit on the writer thread); DELIVERED and
@@ -50,10 +51,13 @@ from leveret.bindings.model import Binding
 from leveret.exchanges.base import Exchange
 from leveret.exchanges.delayed import DelayedMessage
 from leveret.queues.queue import DeadLetter, Entry, Queue
+from leveret.queues.stream import StreamQueue
+from leveret.store.admin_file import AdminFile
 from leveret.store.frames import MAGIC_TOPOLOGY, new_salt
 from leveret.store.records import REQ, REQUEUED
 from leveret.store.recovery import RecoveryReport, read_file, recover_messages
 from leveret.store.segments import SEGMENT_SIZE, QueueLog, Segments
+from leveret.store.stream_log import StreamFiles
 from leveret.store.topology import Topology
 from leveret.store.writer import TOPOLOGY_KEY, Writer
 
@@ -77,6 +81,7 @@ class Store:
 
     def __init__(self, directory: str | os.PathLike[str], *, segment_size: int = SEGMENT_SIZE) -> None:
         self.directory = Path(directory)
+        self.admin = AdminFile(self.directory)  # users, vhosts, permissions, parameters
         self.report = RecoveryReport()
         self.writer = Writer(self.directory)
         self.segments = Segments(self.writer, segment_size)
@@ -86,6 +91,8 @@ class Store:
         self._recovered: dict[int, list[Entry]] = {}
         self._redelivered: dict[int, list[Entry]] = {}
         self._lock_fd: int | None = None
+        # Streams: a log per durable stream, under streams/<queue id>.
+        self.streams = StreamFiles(self.directory, self.writer.log_appended)
 
     # ------------------------------------------------------------- opening
     @classmethod
@@ -170,6 +177,9 @@ class Store:
             return []
         qid = known[0]
         queue.journal = QueueLog(self.segments, qid)
+        if isinstance(queue, StreamQueue):
+            queue.attach_log(self.streams.open(qid, queue.retention))
+            return []
         entries = self._recovered.pop(qid, [])
         for entry in self._redelivered.pop(qid, []):
             # Their new delivery count, so another crash does not count them twice.
@@ -188,6 +198,7 @@ class Store:
                         len(entries), names[0] if names else qid)
         self._recovered.clear()
         self._redelivered.clear()
+        self.streams.prune({qid for qid, _ in self.topology.queues.values()})
         self._compact_topology()
         self.segments.drop_empty()
         self.writer.flush(full=True)
@@ -202,12 +213,20 @@ class Store:
     def queue_declared(self, vhost: str, queue: Queue) -> None:
         qid, record = self.topology.queue_declared(vhost, queue)
         queue.journal = QueueLog(self.segments, qid)
+        if isinstance(queue, StreamQueue):
+            self.streams.delete(qid)  # nothing of an earlier life under this id
+            queue.attach_log(self.streams.open(qid, queue.retention))
         self._topology(record)
 
     def queue_deleted(self, vhost: str, queue: Queue) -> None:
         journal = queue.journal
         if isinstance(journal, QueueLog):
             journal.alive = False
+            if isinstance(queue, StreamQueue):
+                stream = self.streams.logs.get(journal.qid)
+                if stream is not None:
+                    self.writer.forget_log(stream)
+                self.streams.delete(journal.qid)
         self._topology(self.topology.queue_deleted(vhost, queue))
 
     def bound(self, vhost: str, binding: Binding) -> None:
@@ -301,6 +320,7 @@ class Store:
 
     def write_through(self) -> None:
         self.writer.write_through()
+        self.streams.write_through()
 
     def start(self, notify: Callable[[], object] | None = None) -> None:
         self.writer.start(notify)
@@ -313,6 +333,7 @@ class Store:
 
     def close(self) -> None:
         self.writer.close()
+        self.streams.close()
         self._release_lock()
 
     def stats(self) -> dict[str, int]:

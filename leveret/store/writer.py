@@ -1,8 +1,9 @@
 """The writer: buffered appends on the loop thread, group commit on a thread of its own.
 
 Files are named by an int key (`FileKey`): -1 is topology.log, 2n segment
-n's messages, 2n+1 its ack log; `path_of` maps a key to its path and magic,
-and a new kind of append-only log (issue 18's streams) needs only more keys.
+n's messages, 2n+1 its ack log; `path_of` maps a key to its path and magic.
+Streams keep files of their own (leveret.store.stream_log): their appends
+count in `position` too (`log_appended`), and the thread syncs them with the rest.
 
 Records are appended to in-memory buffers on the event-loop thread (`append`,
 microseconds under a lock). The writer thread (`start`) writes them and
@@ -33,6 +34,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from leveret.store.frames import FRAME, MAGIC_ACK, MAGIC_MSG, MAGIC_TOPOLOGY, header, new_salt
 
@@ -45,6 +47,13 @@ TOPOLOGY_KEY = -1
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 FileKey = int
+
+
+class SyncedLog(Protocol):
+    """A log with files of its own (a stream's, leveret.store.stream_log) whose
+    appends confirms wait for: the writer thread makes them durable with the rest."""
+
+    def flush_and_sync(self) -> None: ...
 
 
 def path_of(directory: Path, key: FileKey) -> tuple[Path, bytes]:
@@ -84,6 +93,7 @@ class Writer:
         self._fds: dict[FileKey, int] = {}
         self._new_files = False
         self._topology_snapshot: bytes | None = None  # for the writer to put in place
+        self._logs: set[SyncedLog] = set()  # appended to since the writer last synced them
         # `_lock` guards the pending buffers (held for microseconds); `_io_lock`
         # orders writes to files both threads write; `_flush_lock` makes whole
         # flushes one at a time.
@@ -125,6 +135,20 @@ class Writer:
                     self._cond.notify()
             elif self._waiting == 1:
                 self._cond.notify()
+
+    def log_appended(self, synced_log: SyncedLog) -> None:
+        """A critical record went to a log of its own: the next flush syncs that log,
+        and it is written through before the next socket write."""
+        with self._lock:
+            self.position += 1
+            self._logs.add(synced_log)
+            if self._waiting:
+                self._cond.notify()
+        self.write_pending = True
+
+    def forget_log(self, synced_log: SyncedLog) -> None:
+        with self._lock:
+            self._logs.discard(synced_log)
 
     def discard(self, keys: tuple[FileKey, ...]) -> None:
         """Forget what is pending for `keys` and delete their files (a dropped segment)."""
@@ -215,7 +239,7 @@ class Writer:
             with self._cond:
                 deadline = None
                 while not self._stopping:
-                    if self._critical or self._unlink:
+                    if self._critical or self._unlink or self._logs:
                         break
                     now = time.monotonic()
                     if self._pending:
@@ -252,6 +276,7 @@ class Writer:
                 with self._lock:
                     self._pending.clear()
                     self._critical.clear()
+                    self._logs.clear()
                     self._unlink.clear()
                     self._topology_snapshot = None
                 return
@@ -269,6 +294,7 @@ class Writer:
                 critical, self._critical = self._critical, set()
                 unlink, self._unlink = self._unlink, []
                 snapshot, self._topology_snapshot = self._topology_snapshot, None
+                logs, self._logs = self._logs, set()
                 taken = self.position
                 self.write_pending = False
             if snapshot is not None:
@@ -296,6 +322,8 @@ class Writer:
             with self._io_lock:
                 for keys in unlink:
                     self._remove(keys)
+        for synced_log in logs:
+            synced_log.flush_and_sync()
         self.synced = taken
 
     def _write(self, key: FileKey, data: bytes | bytearray) -> None:

@@ -16,7 +16,11 @@ data directory. After the last cycle every queue is drained and checked:
   nothing unconfirmed is half-written; unconfirmed messages that survived
   are counted, not required;
 - transient things are gone after a kill: a non-durable queue, and
-  non-persistent messages in a durable queue.
+  non-persistent messages in a durable queue;
+- a stream bound to the fanout exchange holds every confirmed message routed
+  to it, once, at offsets 0, 1, 2, ... that never change: a stream consumer
+  reads it from `first` in every cycle and each offset it is given must hold
+  the same message as every earlier time.
 
 Bounded: CYCLES kill/restart cycles (LEVERET_CRASH_CYCLES, default 6) within
 LEVERET_CRASH_BUDGET seconds (default 20) of cycling, so the default run takes
@@ -55,6 +59,7 @@ FANOUT_QUEUES = ("crash-b", "crash-c")
 PAGED_QUEUE = "crash-paged"
 TRANSIENT_QUEUE = "crash-transient-queue"  # non-durable: gone after every kill
 TRANSIENT_MESSAGES = "crash-transient-messages"  # durable, but only delivery_mode 1 goes in
+STREAM = "crash-stream"  # x-queue-type stream, bound to the fanout exchange
 
 
 def make_body(message_id: str, rng: random.Random) -> bytes:
@@ -82,6 +87,19 @@ class Ledger:
     unknown: int = 0
     transient_survivors: list[str] = field(default_factory=list)
     kills: int = 0
+    # The stream: offset -> message id as first read, and reads that disagreed with it.
+    stream_offsets: dict[int, str] = field(default_factory=dict)
+    stream_moved: list[str] = field(default_factory=list)
+
+    def read_from_stream(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        message_id = check_body(message.body)
+        if message_id is None:
+            self.damaged += 1
+            return
+        offset = int(message.headers["x-stream-offset"])  # type: ignore[call-overload]
+        known = self.stream_offsets.setdefault(offset, message_id)
+        if known != message_id:
+            self.stream_moved.append(f"{offset}: {known} then {message_id}")
 
     def delivered(self, queue: str, message: aio_pika.abc.AbstractIncomingMessage) -> str | None:
         message_id = check_body(message.body)
@@ -103,6 +121,8 @@ async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
     paged = await channel.declare_queue(PAGED_QUEUE, durable=True, arguments={"x-queue-mode": "lazy"})
     await paged.bind(exchange)
     await channel.declare_queue(TRANSIENT_MESSAGES, durable=True)
+    stream = await channel.declare_queue(STREAM, durable=True, arguments={"x-queue-type": "stream"})
+    await stream.bind(exchange)
 
 
 async def check_transients_gone(channel: aio_pika.abc.AbstractChannel, ledger: Ledger) -> None:
@@ -125,7 +145,7 @@ async def publisher(url: str, number: int, cycle: int, ledger: Ledger, rng: rand
                 count += 1
                 message_id = f"c{cycle}p{number}n{count}"
                 to_fanout = number == 0
-                ledger.published[message_id] = (*FANOUT_QUEUES, PAGED_QUEUE) if to_fanout else (DIRECT_QUEUE,)
+                ledger.published[message_id] = (*FANOUT_QUEUES, PAGED_QUEUE, STREAM) if to_fanout else (DIRECT_QUEUE,)
                 message = aio_pika.Message(make_body(message_id, rng), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
                 target = fanout.publish(message, routing_key="") if to_fanout else \
                     channel.default_exchange.publish(message, routing_key=DIRECT_QUEUE)
@@ -166,6 +186,19 @@ async def consumer(url: str, ledger: Ledger, seen: set[tuple[str, str]]) -> None
                     stopped.set()
 
             await queue.consume(on_message)
+        # The stream, from its start every cycle: offsets must hold what they held.
+        readers = await connection.channel()
+        await readers.set_qos(prefetch_count=200)
+        stream = await readers.get_queue(STREAM)
+
+        async def on_stream_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            ledger.read_from_stream(message)
+            try:
+                await message.ack()
+            except Exception:
+                stopped.set()
+
+        await stream.consume(on_stream_message, arguments={"x-stream-offset": "first"})
         connection.close_callbacks.add(lambda *args: stopped.set())
         await stopped.wait()
     except Exception:
@@ -220,6 +253,19 @@ async def drain(server: LeveretProcess, ledger: Ledger) -> dict[str, int]:
                     if not expected:
                         break
             left[name] = (await channel.declare_queue(name, durable=True, passive=True)).declaration_result.message_count
+        # The whole stream, from offset 0 to its last.
+        stream = await channel.declare_queue(STREAM, durable=True, passive=True)
+        length = stream.declaration_result.message_count or 0
+        left[STREAM] = length
+        if length:
+            async with stream.iterator(arguments={"x-stream-offset": "first"}) as messages:
+                async for message in messages:
+                    ledger.read_from_stream(message)
+                    offset = int(message.headers["x-stream-offset"])  # type: ignore[call-overload]
+                    ledger.deliveries[STREAM].setdefault(check_body(message.body) or "", []).append(False)
+                    await message.ack()
+                    if offset == length - 1:
+                        break
     finally:
         await connection.close()
     return left
@@ -271,6 +317,7 @@ def test_confirmed_messages_survive_kill_9(tmp_path: Path, quiet_clients: None) 
 
     missing: dict[str, list[str]] = {}
     duplicates: list[str] = []
+    stream_length = left.pop(STREAM)
     for message_id in ledger.confirmed:
         for queue in ledger.published[message_id]:
             if message_id not in ledger.deliveries[queue]:
@@ -290,7 +337,8 @@ def test_confirmed_messages_survive_kill_9(tmp_path: Path, quiet_clients: None) 
         f"{sum(len(s) for s in ledger.deliveries.values())} queue entries delivered, "
         f"{redelivered} of them again with redelivered set; "
         f"missing {sum(map(len, missing.values()))}, duplicates without redelivered {len(duplicates)}, "
-        f"damaged {ledger.damaged}, unknown {ledger.unknown}, transient survivors {ledger.transient_survivors}"
+        f"damaged {ledger.damaged}, unknown {ledger.unknown}, transient survivors {ledger.transient_survivors}; "
+        f"stream: {stream_length} offsets, {len(ledger.stream_moved)} moved"
     )
     assert ledger.kills >= 2, "too few cycles to mean anything"
     assert len(ledger.confirmed) > 100
@@ -301,5 +349,9 @@ def test_confirmed_messages_survive_kill_9(tmp_path: Path, quiet_clients: None) 
     assert ledger.transient_survivors == []
     assert left == {DIRECT_QUEUE: 0, FANOUT_QUEUES[0]: 0, FANOUT_QUEUES[1]: 0, PAGED_QUEUE: 0}
     assert len(ledger.deliveries[PAGED_QUEUE]) > 256, "the paged queue never paged"
+    # The stream: every offset read, each once in the final read, none moved.
+    assert ledger.stream_moved == []
+    assert sorted(ledger.stream_offsets) == list(range(stream_length))
+    assert len(set(ledger.stream_offsets.values())) == stream_length  # no message twice
     assert "Traceback" not in log.read_text()
 

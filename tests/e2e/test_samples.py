@@ -51,6 +51,12 @@ EXPECTED_OUTPUT: dict[str, list[str]] = {
         "job-bad   attempt 4: failed, parked in sample.plugins.parking",
         "retries backed off 1s, 2s, 4s, then parked",
     ],
+    "stream_replay.py": [
+        "audit (from first):   0:created order-1, 1:created order-2, 2:paid order-1, 3:created order-3, 4:paid order-3",
+        "4:paid order-3, 5:shipped order-1, 6:cancelled order-2, 7:shipped order-3",
+        "from offset 6:        6:cancelled order-2, 7:shipped order-3",
+        "replayed as expected",
+    ],
     "plugins_partitions.py": [
         "40 publishes, 10 of them repeats, returned as duplicates (312 NO_ROUTE)",
         "every event delivered once, each customer on one partition, in order",

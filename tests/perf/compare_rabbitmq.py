@@ -23,6 +23,10 @@ Scenarios beyond the driver's standard suite:
   (rabbitmqctl list_queues memory), leveret's the growth of its resident set.
 - start-up: process start to first accepted TCP connection (leveret only:
   the shared reference cannot be restarted).
+- streams (tests/perf/bench_streams.py, a raw-socket client: the C driver
+  cannot pass queue or consumer arguments): publish with confirms into a
+  stream, then one consumer reading all of it from `first`; the broker's RSS
+  before the read and at its peak while reading (RabbitMQ's: its beam.smp).
 """
 
 from __future__ import annotations
@@ -182,11 +186,54 @@ def memory_per_message(leveret_url: str, leveret_pid: int, count: int) -> tuple[
     return rabbit / count, leveret / count
 
 
+def broker_pid_rabbitmq() -> int | None:
+    found = subprocess.run(["pgrep", "-x", "beam.smp"], capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
+
+
+def stream_figures(url: str, pid: int | None, count: int, size: int) -> dict[str, float]:
+    """Publish `count` messages of `size` bytes into a new stream, read them all from first."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_streams
+
+    queue = f"perf-stream-{uuid.uuid4().hex[:8]}"
+    bench_streams.declare_stream(url, queue)
+    try:
+        published = bench_streams.publish_scenario(url, queue, count, size)
+        before = rss_bytes(pid) if pid else 0
+        peak = [before]
+
+        def sample(received: int) -> None:
+            if pid and received % 50_000 == 0:
+                peak[0] = max(peak[0], rss_bytes(pid))
+
+        read = bench_streams.read_scenario(url, queue, count, sample)
+    finally:
+        bench_streams.delete_queue(url, queue)
+    return {"publish": published.rate, "read": read.rate, "rss_before": before, "rss_peak": peak[0]}
+
+
+def stream_rows(leveret_url: str, leveret_pid: int, count: int, size: int) -> list[tuple[str, str, str, float | None, float]]:
+    rabbit = stream_figures(REFERENCE, broker_pid_rabbitmq(), count, size)
+    ours = stream_figures(leveret_url, leveret_pid, count, size)
+    mib = 1 << 20
+    return [
+        (f"stream publish, confirms {size} B", f"{rabbit['publish']:,.0f} msg/s", f"{ours['publish']:,.0f} msg/s",
+         ours["publish"] / rabbit["publish"], 1.0),
+        (f"stream read {count:,} from first", f"{rabbit['read']:,.0f} msg/s", f"{ours['read']:,.0f} msg/s",
+         ours["read"] / rabbit["read"], 1.0),
+        ("  RSS before / peak in the read",
+         f"{rabbit['rss_before'] / mib:,.0f}/{rabbit['rss_peak'] / mib:,.0f} MiB",
+         f"{ours['rss_before'] / mib:,.0f}/{ours['rss_peak'] / mib:,.0f} MiB", None, 0.0),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s runs, one repeat (a smoke run)")
     parser.add_argument("--only", help="comma-separated scenario names (substring match)")
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages for the memory figure")
+    parser.add_argument("--stream-messages", type=int, default=1_000_000, help="messages for the stream scenarios")
     parser.add_argument("--json", type=Path, help="also write the driver's raw compare reports here (JSON lines)")
     args = parser.parse_args(argv)
     duration, repeat = (3.0, 1) if args.quick else (10.0, 3)
@@ -220,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             unit = "us p99" if scenario.measure == "p99_us" else "msg/s"
             rows.append((scenario.name, f"{rabbit:,.0f} {unit}", f"{leveret:,.0f} {unit}", value, scenario.target))
             print(f"  {scenario.name}: {value:.2f}x", file=sys.stderr, flush=True)
+        if not args.only or "stream" in args.only:
+            try:
+                rows.extend(stream_rows(url, server.pid, args.stream_messages, 16))
+            except (OSError, ConnectionError) as error:
+                print(f"  streams: {error}", file=sys.stderr)
     finally:
         server.terminate()
         server.wait(10)
@@ -246,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, rabbit_text, leveret_text, value, target in rows:
         shown = "-" if value is None else f"{value:.2f}"
         verdict = "" if value is None else ("ok" if value >= target else "BELOW")
-        print(f"{name:<32}{rabbit_text:>18}{leveret_text:>18}{shown:>8}{target:>7.1f}x  {verdict}")
+        goal = f"{target:>7.1f}x" if target else " " * 8
+        print(f"{name:<32}{rabbit_text:>18}{leveret_text:>18}{shown:>8}{goal}  {verdict}")
     print("\nratios: leveret/RabbitMQ (latency and memory: RabbitMQ/leveret; start-up: 0.3 s/leveret's)")
     return 0
 
