@@ -36,6 +36,11 @@ def publish(call: Call, vhost: str, name: str) -> dict[str, Any]:
     body = call.body()
     call.required(body, "routing_key", "properties", "payload", "payload_encoding")
     payload = _payload(body["payload"], body["payload_encoding"])
+    limit = call.m.broker.settings.max_message_size
+    if len(payload) > limit:
+        # The same rule as an AMQP publish (the management plugin publishes on a channel).
+        raise bad_request(f"406 PRECONDITION_FAILED - message size {len(payload)} "
+                          f"is larger than configured max size {limit}")
     raw = body["properties"]
     if not isinstance(raw, dict):
         raw = {}  # RabbitMQ's UI sends [] for no properties
