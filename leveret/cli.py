@@ -95,6 +95,9 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     limits.add_argument("--memory-high-watermark", metavar="W", default="0.4",
                         help=("block publishers while the process uses more memory than W: a fraction of "
                               "memory (0.4, the default) or an amount (2GiB, 512MB, 800000000)"))
+    limits.add_argument("--disk-free-limit", metavar="BYTES", default="50MB",
+                        help=("block publishers while the data directory's disk has less free space "
+                              "(RabbitMQ's disk_free_limit; default 50MB; 2GiB, 800000000)"))
     limits.add_argument("--consumer-timeout", type=int, metavar="MS", default=1_800_000,
                         help="close a channel (406) whose delivery stays unacked longer (default: 30 min; 0: never)")
     limits.add_argument("--max-message-size", type=int, metavar="BYTES",
@@ -313,6 +316,15 @@ def _settings(args: argparse.Namespace) -> BrokerSettings:
         except ValueError as error:
             raise ValueError(f"--memory-high-watermark: {error}") from None
         settings.memory_high_watermark = watermark
+    disk = getattr(args, "disk_free_limit", None)
+    if disk is not None:
+        try:
+            parsed = Watermark.parse(disk)
+        except ValueError as error:
+            raise ValueError(f"--disk-free-limit: {error}") from None
+        if parsed.absolute is None:
+            raise ValueError("--disk-free-limit: an amount of bytes, not a fraction")
+        settings.disk_free_limit = parsed.absolute
     timeout = getattr(args, "consumer_timeout", settings.consumer_timeout)
     settings.consumer_timeout = timeout if timeout and timeout > 0 else None
     settings.connection_max = getattr(args, "max_connections", None)

@@ -95,6 +95,8 @@ class QueueTable:
             arguments=received,
             now_ms=now_ms,
         )
+        if queue.pageable:
+            queue.pager = state.pager
         state.queues[name] = queue
         state.queues_created += 1
         if durable and state.journal is not None:
