@@ -95,6 +95,9 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     limits.add_argument("--memory-high-watermark", metavar="W", default="0.4",
                         help=("block publishers while the process uses more memory than W: a fraction of "
                               "memory (0.4, the default) or an amount (2GiB, 512MB, 800000000)"))
+    limits.add_argument("--disk-free-limit", metavar="BYTES", default="50MB",
+                        help=("block publishers while the data directory's disk has less free space "
+                              "(RabbitMQ's disk_free_limit; default 50MB; 2GiB, 800000000)"))
     limits.add_argument("--consumer-timeout", type=int, metavar="MS", default=1_800_000,
                         help="close a channel (406) whose delivery stays unacked longer (default: 30 min; 0: never)")
     limits.add_argument("--max-message-size", type=int, metavar="BYTES",
@@ -246,13 +249,6 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
         return None
     if isinstance(data, dict) and not _definitions_apply_fully(data, args.definitions, _settings(args)):
         return None
-    if isinstance(data, dict):
-        # Users, vhosts and permissions first: the store recovers into every vhost.
-        access = broker.access.load_definitions(data)
-        for name in access.vhosts:
-            broker.add_vhost(name)
-        for warning in access.warnings:
-            print(f"leveret: definitions: {warning}", file=sys.stderr)
     if args.data_dir:
         try:
             store = Store.open(args.data_dir)
@@ -265,9 +261,21 @@ def _open_broker(args: argparse.Namespace) -> Broker | None:
         broker.attach_store(store)
         logging.getLogger("leveret.store").info("recovered %s from %s", store.report, args.data_dir)
     if isinstance(data, dict):
+        # Users, vhosts and permissions on top of what the data directory held, then topology.
+        access = broker.access.load_definitions(data)
+        for name in access.vhosts:
+            broker.add_vhost(name)
+        broker.admin.load_parameters(data)
+        for warning in access.warnings:
+            print(f"leveret: definitions: {warning}", file=sys.stderr)
         for vhost in broker.vhosts.values():
             for warning in load_definitions(vhost, data, now_ms=broker.now_ms()).warnings:
                 print(f"leveret: definitions: {warning}", file=sys.stderr)
+        try:
+            broker.admin.saved()
+        except OSError as error:
+            print(f"leveret: cannot save to data directory {args.data_dir}: {_reason(error)}", file=sys.stderr)
+            return None
     return broker
 
 
@@ -308,6 +316,15 @@ def _settings(args: argparse.Namespace) -> BrokerSettings:
         except ValueError as error:
             raise ValueError(f"--memory-high-watermark: {error}") from None
         settings.memory_high_watermark = watermark
+    disk = getattr(args, "disk_free_limit", None)
+    if disk is not None:
+        try:
+            parsed = Watermark.parse(disk)
+        except ValueError as error:
+            raise ValueError(f"--disk-free-limit: {error}") from None
+        if parsed.absolute is None:
+            raise ValueError("--disk-free-limit: an amount of bytes, not a fraction")
+        settings.disk_free_limit = parsed.absolute
     timeout = getattr(args, "consumer_timeout", settings.consumer_timeout)
     settings.consumer_timeout = timeout if timeout and timeout > 0 else None
     settings.connection_max = getattr(args, "max_connections", None)

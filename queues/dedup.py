@@ -95,6 +95,9 @@ class DeduplicatingQueue(Queue):
     reject-publish-dlx) cannot remove the key of the one that did.
     """
 
+    # `held` keeps each message in memory (and matches it by identity): paging would save nothing.
+    pageable = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.held: dict[Hashable, tuple[Message, int | None]] = {}

@@ -20,6 +20,15 @@ Invariants:
 - The queue never routes: operations that dead-letter return `DeadLetter`
   records (only when a dead-letter exchange is configured) and the virtual host
   re-routes them.
+- Paging (issue 19): each priority level keeps at most `head_limit` entries
+  in memory (`_ready`); once a level is past it, later entries of that level
+  go to its `PageLog` (on disk, oldest first) until the log is drained, and
+  the head is refilled from the log in slices of PAGE_BATCH as it empties.
+  So every paged entry is newer than every in-memory entry of its level, a
+  requeued entry (which came from the head) goes back into memory, and the
+  head is never empty while its level has paged entries: the head rules
+  above (TTL at the head, drop-head, next_deadline) need no change. Counts and
+  bytes cover paged entries too; `ready_entries` lists only the in-memory ones.
 - A durable queue's `journal` (leveret.store) hears of every entry exactly once
   as it arrives (`enqueued`), is handed out (`delivered`), comes back
   (`requeued`) and leaves (`removed`, `purged`), whatever the path: a new way
@@ -39,6 +48,7 @@ from leveret.queues.arguments import (
     QueueArguments,
     effective_queue_arguments,
     parse_queue_arguments,
+    resolve_policy,
 )
 from leveret.queues.message import Message
 from pamqp import exceptions
@@ -108,6 +118,30 @@ class QueueJournal(Protocol):
     def requeued(self, entry: Entry) -> None: ...
     def removed(self, entry: Entry) -> None: ...
     def purged(self, entries: Iterable[Entry]) -> None: ...
+    def purged_ids(self, message_ids: Iterable[int]) -> None: ...
+
+
+class PageLog(Protocol):
+    """Entries of one queue level kept on disk, oldest first (leveret.store.paging.PageFile)."""
+
+    def __len__(self) -> int: ...
+    def append(self, entry: Entry) -> None: ...
+    def take(self, count: int) -> list[Entry]: ...
+    def message_ids(self) -> list[int]: ...
+    def clear(self) -> None: ...
+
+
+class Pager(Protocol):
+    """Where queues page to (leveret.store.paging.PageFiles); the broker wires it."""
+
+    def open(self, queue: str) -> PageLog: ...
+
+
+# Entries a level keeps in memory before it pages (RabbitMQ's default classic
+# queue keeps a few thousand in RAM too); lazy queues keep only a refill slice.
+HEAD_LIMIT = 4096
+LAZY_HEAD_LIMIT = 256
+PAGE_BATCH = 128  # entries read back per refill: a slice of a millisecond or so
 
 
 def parse_expiration(expiration: str) -> int:
@@ -157,6 +191,8 @@ def message_ttl(message: Message) -> int | None:
 
 
 class Queue:
+    pageable = True  # may be given a pager (see the module doc)
+
     def __init__(
         self,
         name: str,
@@ -203,6 +239,12 @@ class Queue:
         self.dead_letter_counts: dict[tuple[str, bool], int] = {}
         # Set by the store on durable queues: every entry event goes to it.
         self.journal: QueueJournal | None = None
+        # Set by the broker: where levels page to (None: everything stays in memory).
+        self.pager: Pager | None = None
+        self.lazy = self.arguments.get("x-queue-mode") in ("lazy", b"lazy")
+        self.head_limit = LAZY_HEAD_LIMIT if self.lazy else HEAD_LIMIT
+        self._paged: list[PageLog | None] = [None] * levels
+        self._paged_count = 0
 
     # ---------------------------------------------------------------- policy
     def apply_policy(
@@ -217,6 +259,9 @@ class Queue:
         self.policy_definition = dict(definition) if definition else None
         before = self.args
         self.args = effective_queue_arguments(self.arguments, definition, before.queue_type)
+        mode = resolve_policy(self.arguments, definition, before.queue_type).get("x-queue-mode")
+        if (mode in ("lazy", b"lazy")) != self.lazy:
+            self.set_lazy(not self.lazy)
         if self.args == before:
             return []
         if self.args.expires != before.expires:
@@ -254,8 +299,38 @@ class Queue:
     def is_exclusive(self) -> bool:
         return self.exclusive_owner is not None
 
+    @property
+    def paged_count(self) -> int:
+        """Ready entries on disk, not in memory."""
+        return self._paged_count
+
+    def set_lazy(self, lazy: bool) -> None:
+        """queue-mode lazy (argument or policy): keep only a refill slice in memory."""
+        self.lazy = lazy
+        self.head_limit = LAZY_HEAD_LIMIT if lazy else HEAD_LIMIT
+
+    def page_out(self, pressure: bool) -> int:
+        """Memory is short (`pressure`): keep only a refill slice in memory, paging
+        the newest in-memory entries of levels that do not page yet; or it is not
+        short any more. Returns the entries paged now."""
+        self.head_limit = LAZY_HEAD_LIMIT if pressure or self.lazy else HEAD_LIMIT
+        if self.pager is None or not pressure:
+            return 0
+        moved = 0
+        for priority, level in enumerate(self._ready):
+            excess = len(level) - self.head_limit
+            if excess <= 0 or self._paged[priority] is not None:
+                continue  # a level that pages already has only older entries in memory
+            tail = [level.pop() for _ in range(excess)]
+            paged = self._paged[priority] = self.pager.open(self.name)
+            for entry in reversed(tail):
+                paged.append(entry)
+            moved += excess
+        self._paged_count += moved
+        return moved
+
     def ready_entries(self) -> list[Entry]:
-        """Ready entries in delivery order (highest priority first)."""
+        """Ready entries in memory, in delivery order (highest priority first)."""
         return [entry for level in reversed(self._ready) for entry in level]
 
     # --------------------------------------------------------------- enqueue
@@ -302,9 +377,35 @@ class Queue:
         return Entry(message, self._seq, None if ttl is None else now_ms + ttl, priority)
 
     def _push(self, entry: Entry) -> None:
-        self._ready[entry.priority].append(entry)
+        priority = entry.priority
         self._ready_count += 1
         self._ready_bytes += len(entry.message.body)
+        paged = self._paged[priority]
+        if paged is None and self.pager is not None and len(self._ready[priority]) >= self.head_limit:
+            paged = self._paged[priority] = self.pager.open(self.name)
+        if paged is not None:
+            paged.append(entry)
+            self._paged_count += 1
+        else:
+            self._ready[priority].append(entry)
+
+    def _refill(self, priority: int) -> None:
+        """Bring paged entries of `priority` back into memory, one slice at a time."""
+        paged = self._paged[priority]
+        if paged is None:
+            return
+        level = self._ready[priority]
+        if len(level) > self.head_limit - PAGE_BATCH:
+            return
+        before = len(paged)
+        entries = paged.take(PAGE_BATCH)
+        level.extend(entries)
+        self._paged_count -= before - len(paged)
+        # A record lost to a damaged page file (the store logged it) leaves the counts.
+        self._ready_count -= before - len(paged) - len(entries)
+        if not len(paged):
+            paged.clear()
+            self._paged[priority] = None
 
     def _over_limit(self, extra_bytes: int = 0, extra_count: int = 0) -> bool:
         max_length = self.args.max_length
@@ -354,6 +455,8 @@ class Queue:
         entry = level.popleft()
         self._ready_count -= 1
         self._ready_bytes -= len(entry.message.body)
+        if self._paged_count:
+            self._refill(entry.priority)
         return entry
 
     def _drop_expired_heads(self, now_ms: int, dead: list[DeadLetter]) -> None:
@@ -365,6 +468,8 @@ class Queue:
                 entry = level.popleft()
                 self._ready_count -= 1
                 self._ready_bytes -= len(entry.message.body)
+                if self._paged_count:
+                    self._refill(entry.priority)
                 if self.journal is not None:
                     self.journal.removed(entry)
                 self._dead_letter_into(dead, entry.message, "expired")
@@ -593,6 +698,13 @@ class Queue:
             self.journal.purged(self.ready_entries())
         for level in self._ready:
             level.clear()
+        for priority, paged in enumerate(self._paged):
+            if paged is not None:
+                if self.journal is not None:
+                    self.journal.purged_ids(paged.message_ids())
+                paged.clear()
+                self._paged[priority] = None
+        self._paged_count = 0
         self._ready_count = 0
         self._ready_bytes = 0
         return count
@@ -607,19 +719,13 @@ class Queue:
         already over x-delivery-limit dead-letter as a requeue would make them."""
         dead: list[DeadLetter] = []
         limit = self.args.delivery_limit
-        ready = self._ready
-        count = size = 0
         for entry in entries:
             if limit is not None and entry.delivery_count > limit:
                 if self.journal is not None:
                     self.journal.removed(entry)
                 self._dead_letter_into(dead, entry.message, "delivery_limit")
                 continue
-            ready[entry.priority].append(entry)
-            count += 1
-            size += len(entry.message.body)
-        self._ready_count += count
-        self._ready_bytes += size
+            self._push(entry)
         if entries:
             self._seq = max(self._seq, entries[-1].seq)
         self._block_publishers_if_over()  # as RabbitMQ tells channels that register anew

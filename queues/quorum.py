@@ -43,6 +43,9 @@ DEAD_LETTER_RETRY_MS = 180_000
 
 
 class QuorumQueue(Queue):
+    # Returns go to the back of `messages`, behind what would be paged: not paged yet.
+    pageable = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._ready.append(deque())  # RETURNS, above MESSAGES: served first

@@ -42,7 +42,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "leveret.store": _ROUTING,
     "leveret.broker": _ROUTING | {"leveret.store"},
     "leveret.server": _CORE,
-    "leveret.management": _CORE | {"leveret.server"},
+    "leveret.management": _CORE | {"leveret.server", "leveret.playground"},
     "leveret.playground": _CORE,
     "leveret": set(ROOMS) - {"leveret"},
 }

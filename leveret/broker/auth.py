@@ -48,6 +48,7 @@ import hashlib
 import hmac
 import os
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,10 +157,14 @@ class Permissions:
         return self._patterns[permission] is None
 
 
+# What a connection holds once its user's permissions in its vhost are cleared.
+NO_ACCESS = Permissions("(?!)", "(?!)", "(?!)")
+
+
 class VhostAccess:
     """One connection's rights in the vhost it opened; channels call `check`."""
 
-    __slots__ = ("user", "vhost", "permissions", "_cache", "write_all", "topics")
+    __slots__ = ("user", "vhost", "permissions", "_cache", "write_all", "topics", "last_write", "__weakref__")
 
     def __init__(
         self,
@@ -174,8 +179,21 @@ class VhostAccess:
         # exchange -> rules; empty for nearly every user, so callers test it first.
         self.topics = {topic.exchange: topic.compile(user, vhost) for topic in topics}
         self._cache: dict[tuple[str, str, str], bool] = {}
-        # The publish path asks this first: most users may write anywhere.
+        # The publish path asks this first: most users may write anywhere. Then it
+        # checks nothing, and only notes the exchange, for `refresh`.
         self.write_all = permissions.unrestricted("write")
+        self.last_write: str | None = None
+
+    def refresh(self, permissions: Permissions) -> None:
+        """New permissions for an open connection, as RabbitMQ applies them: what
+        its channels were already allowed stays allowed (their permission
+        cache), every other name is checked against the new expressions."""
+        cache: dict[tuple[str, str, str], bool] = {key: allowed for key, allowed in self._cache.items() if allowed}
+        if self.write_all and self.last_write is not None:
+            cache[("write", "exchange", self.last_write or "amq.default")] = True
+        self.permissions = permissions
+        self.write_all = permissions.unrestricted("write")
+        self._cache = cache
 
     def check(self, permission: str, kind: str, name: str) -> None:
         """403 ACCESS_REFUSED unless `permission` covers the `kind` ('queue' or 'exchange') `name`."""
@@ -225,6 +243,8 @@ class AccessControl:
         self.users: dict[str, User] = {}
         self.permissions: dict[tuple[str, str], Permissions] = {}
         self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermissions]] = {}
+        # The open connections' rights, refreshed when permissions change.
+        self._live: weakref.WeakSet[VhostAccess] = weakref.WeakSet()
 
     @classmethod
     def with_passwords(
@@ -269,7 +289,40 @@ class AccessControl:
     ) -> Permissions:
         permissions = Permissions(configure, write, read)  # re.error for a bad expression
         self.permissions[(user, vhost)] = permissions
+        self._refresh(user, vhost, permissions)
         return permissions
+
+    def clear_permissions(self, user: str, vhost: str) -> bool:
+        """False when the user had none there. Open connections keep what their
+        channels were allowed already; nothing else (RabbitMQ 3.10, observed)."""
+        if self.permissions.pop((user, vhost), None) is None:
+            return False
+        self._refresh(user, vhost, NO_ACCESS)
+        return True
+
+    def clear_topic_permissions(self, user: str, vhost: str, exchange: str | None = None) -> bool:
+        """Clear one exchange's topic permissions, or all the user's in `vhost`; False if none."""
+        topics = self.topic_permissions.get((user, vhost))
+        if not topics or (exchange is not None and exchange not in topics):
+            return False
+        if exchange is None:
+            topics.clear()
+        else:
+            del topics[exchange]
+        if not topics:
+            del self.topic_permissions[(user, vhost)]
+        return True
+
+    def delete_vhost(self, vhost: str) -> None:
+        for key in [key for key in self.permissions if key[1] == vhost]:
+            del self.permissions[key]
+        for key in [key for key in self.topic_permissions if key[1] == vhost]:
+            del self.topic_permissions[key]
+
+    def _refresh(self, user: str, vhost: str, permissions: Permissions) -> None:
+        for access in list(self._live):
+            if access.user == user and access.vhost == vhost:
+                access.refresh(permissions)
 
     def set_topic_permissions(
         self, user: str, vhost: str, exchange: str, write: str = FULL_ACCESS, read: str = FULL_ACCESS
@@ -293,20 +346,23 @@ class AccessControl:
         if permissions is None:
             raise exceptions.AMQPNotAllowed(f"access to vhost '{vhost}' refused for user '{user}'")
         topics = self.topic_permissions.get((user, vhost), {}).values()
-        return VhostAccess(user, vhost, permissions, topics)
+        access = VhostAccess(user, vhost, permissions, topics)
+        self._live.add(access)
+        return access
 
     # ------------------------------------------------------ definitions
-    def load_definitions(self, data: Mapping[str, Any]) -> AccessLoad:
+    def load_definitions(self, data: Mapping[str, Any], *, replace: bool = True) -> AccessLoad:
         """Take users, vhost names and permissions from a RabbitMQ definitions export.
 
-        When the file lists users, they replace the ones held so far (an export
-        is the whole user base: a default guest that is not in it does not
-        stay). A bad entry is a warning, the rest still loads.
+        At boot (`replace`), when the file lists users, they replace the ones
+        held so far (an export is the whole user base: a default guest that is
+        not in it does not stay); an import into a running broker adds and
+        updates, as RabbitMQ's does. A bad entry is a warning, the rest still loads.
         """
         result = AccessLoad()
         version = str(data.get("rabbit_version") or data.get("rabbitmq_version") or "")
         users = [item for item in data.get("users") or [] if isinstance(item, Mapping)]
-        if users:
+        if users and replace:
             self.users.clear()
             self.permissions.clear()
             self.topic_permissions.clear()

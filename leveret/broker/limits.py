@@ -36,6 +36,9 @@ from pamqp import exceptions
 # RabbitMQ's default vm_memory_high_watermark.relative.
 DEFAULT_WATERMARK = 0.4
 MEMORY_ALARM_REASON = "low on memory"
+# RabbitMQ's default disk_free_limit.absolute (50 MB): with paging, the disk is
+# where backlogs go, so it is the disk that blocks publishers.
+DEFAULT_DISK_FREE_LIMIT = 50_000_000
 
 # rabbit_resource_monitor_misc: k/K/kiB/KiB are 1024, kB/KB 1000, likewise M and G.
 _UNITS = {
@@ -169,6 +172,20 @@ class ResourceAlarms:
         self.user_connections: Counter[str] = Counter()
         self.user_channels: Counter[str] = Counter()
         self.alarms_raised = 0  # for metrics and tests
+        self.disk_alarm = False
+        self.disk_free = 0
+        self.disk_free_limit = DEFAULT_DISK_FREE_LIMIT
+
+    @property
+    def alarm(self) -> bool:
+        """Publishers are to be blocked (memory or disk)."""
+        return self.memory_alarm or self.disk_alarm
+
+    @property
+    def reason(self) -> str:
+        """connection.blocked's reason, as rabbit_reader words the alarms in effect."""
+        kinds = [kind for kind, on in (("memory", self.memory_alarm), ("disk", self.disk_alarm)) if on]
+        return "low on " + " & ".join(kinds) if kinds else MEMORY_ALARM_REASON
 
     # ------------------------------------------------------------ memory
     def update_memory(self, used: int, limit: int) -> bool:
@@ -178,13 +195,26 @@ class ResourceAlarms:
         if alarm == self.memory_alarm:
             return False
         self.memory_alarm = alarm
-        if alarm:
+        self._changed(alarm)
+        return True
+
+    def update_disk(self, free: int, limit: int) -> bool:
+        """A new free-space figure for the data directory; True when the alarm moved."""
+        self.disk_free, self.disk_free_limit = free, limit
+        alarm = free < limit
+        if alarm == self.disk_alarm:
+            return False
+        self.disk_alarm = alarm
+        self._changed(alarm)
+        return True
+
+    def _changed(self, raised: bool) -> None:
+        if raised:
             self.alarms_raised += 1
-        else:
+        elif not self.alarm:
             blocked, self.blocked = self.blocked, set()
             for connection in blocked:
                 connection.resource_alarm_cleared()
-        return True
 
     def block(self, connection: Blockable) -> None:
         self.blocked.add(connection)

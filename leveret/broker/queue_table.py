@@ -96,6 +96,8 @@ class QueueTable:
             arguments=received,
             now_ms=now_ms,
         )
+        if queue.pageable:
+            queue.pager = state.pager
         state.queues[name] = queue
         if state.policies:
             apply_queue_policy(state, queue, now_ms)  # empty yet: nothing to drop

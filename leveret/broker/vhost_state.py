@@ -18,7 +18,7 @@ from leveret.broker.policies import PolicySet
 from leveret.exchanges.base import Exchange
 from leveret.exchanges.delayed import DelayedMessages
 from leveret.queues.message import Message
-from leveret.queues.queue import Queue
+from leveret.queues.queue import Pager, Queue
 from leveret.store import TopologyJournal
 
 
@@ -58,6 +58,8 @@ class VhostState:
         self.timed: set[Queue] = set()
         # The store (leveret.store), once attached: told every durable topology change.
         self.journal: TopologyJournal | None = None
+        # Where queues page what they do not keep in memory (set by the broker).
+        self.pager: Pager | None = None
         # Messages exchanges hold before routing them (ExchangeType.hold).
         self.delayed = DelayedMessages(name)
         # Totals for management and metrics: counters of deleted queues are kept

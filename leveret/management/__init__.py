@@ -19,14 +19,24 @@ imported on the first scrape), `static` (files of the static/ folder, under
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
+from leveret.management import auth
 from leveret.management.api import Api
 from leveret.management.core import SAMPLE_INTERVAL, STORM_RATE, Management
 from leveret.management.http import HttpServer, Request, Response
 from leveret.management.routes import NOT_FOUND, json_response
-from leveret.management.static import static_file
+from leveret.management.session import (
+    Sessions,
+    clearing_cookie,
+    cookie_header,
+    csrf_refusal,
+    session_id,
+)
+from leveret.management.static import PUBLIC_FILES, static_file
 
 if TYPE_CHECKING:
     from leveret.server.shell import Server, ServerThread
@@ -42,9 +52,10 @@ class ManagementServer:
         self.server = server
         self.management = Management(server.broker, server, sample_interval=sample_interval,
                                      storm_rate=storm_rate)
-        self.api = Api(self.management)
+        self.sessions = Sessions()
+        self.api = Api(self.management, sessions=self.sessions)
         self.http = HttpServer(self.handle)
-        self._registry: Any = None
+        self._registries: dict[bool, Any] = {}  # per_object -> prometheus registry
         self._timer: asyncio.TimerHandle | None = None
         self.broker_thread: ServerThread | None = None  # set by `attach`
 
@@ -94,28 +105,80 @@ class ManagementServer:
     # ------------------------------------------------------------ routing
     def handle(self, request: Request) -> Response:
         path = request.path
-        if path == "/metrics" or path == "/metrics/":
-            return self.metrics(request)
+        if path in ("/metrics", "/metrics/", "/metrics/per-object"):
+            return self.metrics(request, per_object=path == "/metrics/per-object")
         if path == "/api" or path.startswith("/api/"):
             return self.api.handle(request)
+        if path in ("/login", "/logout", "/session"):
+            return self.session_endpoint(request, path)
         if request.method in ("GET", "HEAD"):
-            found = static_file("index.html" if path == "/" else path)
+            name = "index.html" if path == "/" else path.lstrip("/")
+            found = static_file(name)
             if found is not None:
-                return found
-        if path == "/":  # until the web UI ships an index.html
-            text = b"leveret management: the RabbitMQ HTTP API under /api, Prometheus metrics at /metrics\n"
-            return Response(200, text, "text/plain; charset=utf-8")
+                if name in PUBLIC_FILES or self.sessions.find(request) is not None:
+                    return found
+                if name.endswith(".html"):  # a page: to the login form, then back
+                    return Response(303, headers=(("location", "/login.html"),))
+                return json_response(401, {"error": "not_authorized", "reason": "Login required"})
         return json_response(404, NOT_FOUND)
 
-    def metrics(self, request: Request) -> Response:
+    def session_endpoint(self, request: Request, path: str) -> Response:
+        """The web UI's login form (POST /login), logout, and who is logged in (GET /session)."""
+        if path == "/session":
+            if request.method not in ("GET", "HEAD"):
+                return Response(405, headers=(("allow", "GET, HEAD"),))
+            session = self.sessions.find(request)
+            if session is None:
+                return json_response(401, {"error": "not_authorized", "reason": "Login required"})
+            return json_response(200, {"user": session.user, "csrf": session.csrf})
+        if request.method != "POST":
+            return Response(405, headers=(("allow", "POST"),))
+        if path == "/logout":
+            found = self.sessions.find(request)
+            if found is not None and csrf_refusal(request, found) is None:
+                self.sessions.close(session_id(request))
+            return Response(204, headers=(clearing_cookie(),))
+        form = login_form(request)
+        if form is None:
+            return json_response(400, {"error": "bad_request", "reason": "username and password expected"})
+        origin = request.header("origin")
+        if origin is not None and urlsplit(origin).netloc != (request.header("host") or ""):
+            return json_response(403, {"error": "forbidden", "reason": "cross-site request refused"})
+        user = auth.login(self.management.broker, form[0], form[1], request.peer_host)
+        if isinstance(user, auth.Refused):
+            return json_response(401, {"error": user.error, "reason": user.reason})
+        sid, session = self.sessions.open(user.name)
+        return json_response(200, {"user": user.name, "tags": list(user.tags), "csrf": session.csrf}) \
+            .with_headers(cookie_header(sid))
+
+    def metrics(self, request: Request, *, per_object: bool = False) -> Response:
+        """/metrics (queue metrics aggregated) or /metrics/per-object (per queue)."""
         if request.method not in ("GET", "HEAD"):
             return Response(405, headers=(("allow", "GET, HEAD"),))
         from leveret.management import metrics  # prometheus-client loads on the first scrape
 
-        if self._registry is None:
-            self._registry = metrics.registry_for(self.management)
-        body, content_type = metrics.render(self._registry, request.header("accept"))
+        registry = self._registries.get(per_object)
+        if registry is None:
+            registry = self._registries[per_object] = metrics.registry_for(self.management, per_object=per_object)
+        body, content_type = metrics.render(registry, request.header("accept"))
         return Response(200, body, content_type)
+
+
+def login_form(request: Request) -> tuple[str, str] | None:
+    """(username, password) from a JSON or urlencoded login body."""
+    try:
+        if (request.header("content-type") or "").startswith("application/json"):
+            data = json.loads(request.body)
+        else:
+            data = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8")).items()}
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    name, password = data.get("username"), data.get("password")
+    if not isinstance(name, str) or not isinstance(password, str):
+        return None
+    return name, password
 
 
 def attach(thread: ServerThread, host: str = "127.0.0.1", port: int = 0, *,

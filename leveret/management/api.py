@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from pamqp import exceptions
 
+from leveret.broker.admin import AdminError
 from leveret.management import auth
 from leveret.management.core import Management
 from leveret.management.http import Request, Response
@@ -31,16 +32,33 @@ from leveret.management.resources import (
     connections,
     definitions,
     exchanges,
+    health,
+    messages,
     overview,
+    parameters,
     policies,
     queues,
+    routing,
+    users,
     vhosts,
 )
-from leveret.management.routes import JSON, NOT_FOUND, Call, HttpError, Route, Router, json_response
+from leveret.management.routes import (
+    JSON,
+    NOT_AUTHORISED_VHOST,
+    NOT_FOUND,
+    Call,
+    HttpError,
+    Route,
+    Router,
+    json_response,
+    refusal,
+)
+from leveret.management.session import Sessions
 
 ROUTES: tuple[Route, ...] = (
     *overview.ROUTES, *vhosts.ROUTES, *queues.ROUTES, *exchanges.ROUTES, *bindings.ROUTES,
-    *connections.ROUTES, *definitions.ROUTES, *policies.ROUTES,
+    *connections.ROUTES, *definitions.ROUTES, *users.ROUTES, *parameters.ROUTES, *health.ROUTES,
+    *messages.ROUTES, *routing.ROUTES, *policies.ROUTES,
 )
 
 _CHALLENGE = (("www-authenticate", 'Basic realm="leveret management"'),)
@@ -49,9 +67,11 @@ _CHALLENGE = (("www-authenticate", 'Basic realm="leveret management"'),)
 class Api:
     """Answers /api/* requests; `handle` is the HTTP server's handler for them."""
 
-    def __init__(self, management: Management, routes: Iterable[Route] = ROUTES) -> None:
+    def __init__(self, management: Management, routes: Iterable[Route] = ROUTES,
+                 sessions: Sessions | None = None) -> None:
         self.m = management
         self.router = Router(routes)
+        self.sessions = sessions
 
     def handle(self, request: Request) -> Response:
         segments = Router.segments(request.path)
@@ -62,12 +82,17 @@ class Api:
             return Response(405, headers=(("allow", ", ".join(found.allowed)),))
         route, args = found.route, found.args
         vhost = args[route.vhost_index] if route.vhost_index is not None else None
-        user = auth.authenticate_request(self.m.broker, request, vhost=vhost)
+        user = auth.authenticate_request(self.m.broker, request, vhost=vhost, sessions=self.sessions)
         if user is None:
             return Response(401, headers=_CHALLENGE)
         if isinstance(user, auth.Refused):
-            return Response(401, json.dumps({"error": user.error, "reason": user.reason}).encode(), JSON,
-                            _CHALLENGE)
+            return Response(user.status, json.dumps({"error": user.error, "reason": user.reason}).encode(), JSON,
+                            _CHALLENGE if user.status == 401 else ())
+        reason = refusal(route.tag, user.tags)
+        if reason is None and vhost is not None and not self._may_use_vhost(user, vhost):
+            reason = NOT_AUTHORISED_VHOST
+        if reason is not None:
+            return json_response(401, {"error": "not_authorised", "reason": reason})
         try:
             result = route.handler(Call(self.m, request, user), *args)
             if isinstance(result, Response):
@@ -77,6 +102,17 @@ class Api:
             return json_response(error.status, {"error": error.error, "reason": error.reason})
         except exceptions.AMQPError as error:
             return _amqp_error(error)
+        except AdminError as error:
+            if error.missing:
+                return json_response(404, {"error": "not_found", "reason": error.reason})
+            return json_response(400, {"error": "bad_request", "reason": error.reason})
+
+    def _may_use_vhost(self, user: auth.User, vhost: str) -> bool:
+        """Permissions in the vhost, or an administrator; an unknown vhost passes
+        on, for the handler's 404."""
+        if vhost not in self.m.broker.vhosts or "administrator" in user.tags:
+            return True
+        return (user.name, vhost) in self.m.broker.access.permissions
 
 
 def _amqp_error(error: exceptions.AMQPError) -> Response:

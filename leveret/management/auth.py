@@ -1,8 +1,8 @@
 """Who may use the management API: HTTP basic auth against the broker's users.
 
 `authenticate_request` is the one entry the API calls: it reads the request's
-credentials (today `Authorization: Basic`; a session cookie from the web UI's
-login form is the other way in to add here) and `authenticate` decides, so
+credentials (`Authorization: Basic`, or the web UI's session cookie from its
+login form, see `session`) and `authenticate` decides, so
 that users, tags and per-vhost permissions live here, not in the HTTP layer. Today
 every user of `BrokerSettings.users` is an administrator, and the users in
 `loopback_users` (guest) may only log in from the loopback interface, as in
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from leveret.broker.broker import Broker
 from leveret.management.http import Request
+from leveret.management.session import Sessions, csrf_refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,7 @@ class Refused:
 
     reason: str
     error: str = "not_authorized"
+    status: int = 401
 
 
 def _is_loopback(host: str) -> bool:
@@ -72,7 +74,35 @@ def authenticate(broker: Broker, authorization: str | None, peer_host: str,
     return User(name, user.tags)
 
 
-def authenticate_request(broker: Broker, request: Request, *, vhost: str | None = None) -> User | Refused | None:
-    """Who sent `request` (see `authenticate`)."""
-    return authenticate(broker, request.header("authorization"), request.peer_host,
+MANAGEMENT_TAGS = ("management", "monitoring", "policymaker", "administrator")
+
+
+def login(broker: Broker, name: str, password: str, peer_host: str) -> User | Refused:
+    """The web UI's login form: as basic auth, and only for users with a management tag."""
+    user = broker.access.authenticate(name, password)
+    if user is None:
+        return Refused("Login failed")
+    if name in broker.settings.loopback_users and not _is_loopback(peer_host):
+        return Refused("User can only log in via localhost")
+    if not set(user.tags) & set(MANAGEMENT_TAGS):
+        return Refused("Not management user")
+    return User(name, user.tags)
+
+
+def authenticate_request(broker: Broker, request: Request, *, vhost: str | None = None,
+                         sessions: Sessions | None = None) -> User | Refused | None:
+    """Who sent `request` (see `authenticate`); without basic credentials, the
+    session its cookie names, whose state-changing requests must pass the CSRF check."""
+    authorization = request.header("authorization")
+    if authorization is None and sessions is not None:
+        session = sessions.find(request)
+        if session is not None:
+            known = broker.access.users.get(session.user)
+            if known is None:
+                return Refused("Login failed")
+            why = csrf_refusal(request, session)
+            if why is not None:
+                return Refused(why, "forbidden", 403)
+            return User(known.name, known.tags)
+    return authenticate(broker, authorization, request.peer_host,
                         method=request.method, vhost=vhost)

@@ -5,8 +5,8 @@
     leveret ctl delete queue|exchange NAME [--if-empty] [--if-unused]
     leveret ctl export FILE            (- for stdout)
     leveret ctl import FILE            (- for stdin)
-    leveret ctl set_policy|clear_policy|list_policies ...            (leveret.management.ctl_policies)
-    leveret ctl set_operator_policy|clear_operator_policy|list_operator_policies ...
+    leveret ctl add_user|set_permissions|list_users|add_vhost|...   (see ctl_admin)
+    leveret ctl set_policy|clear_policy|list_policies, set_operator_policy|...  (see ctl_policies)
 
 Every command takes `--url` (default $LEVERET_MANAGEMENT_URL or
 http://127.0.0.1:15672), `--user`/`--password` (guest/guest) and `--vhost`
@@ -28,10 +28,10 @@ from typing import Any
 from urllib.parse import quote
 
 from leveret.management import ctl_policies
-from leveret.management.ctl_client import DEFAULT_URL, EXIT_FAILED, EXIT_OK, Client, CtlError, run
+from leveret.management.ctl_admin import add_verbs
+from leveret.management.ctl_client import EXIT_FAILED, EXIT_OK, Client, CtlError
 
-__all__ = ["DEFAULT_URL", "EXIT_FAILED", "EXIT_OK", "Client", "CtlError", "add_subcommands"]
-
+DEFAULT_URL = "http://127.0.0.1:15672"
 LISTABLE = ("queues", "exchanges", "bindings", "connections", "channels", "consumers")
 
 
@@ -86,7 +86,7 @@ def add_subcommands(subparsers: Any) -> None:
     load.add_argument("file", metavar="FILE", help="a definitions file ('-' for stdin)")
     load.add_argument("--only-vhost", action="store_true", help="load into --vhost (a one-vhost export)")
     load.set_defaults(func=import_main)
-
+    add_verbs(actions, common, _client, _run)  # rabbitmqctl's administration verbs
     ctl_policies.add_verbs(actions, common)
 
 
@@ -100,7 +100,11 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _run(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    return run(action, args)
+    try:
+        return action(args)
+    except CtlError as error:
+        print(f"leveret ctl: {error}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def list_main(args: argparse.Namespace) -> int:

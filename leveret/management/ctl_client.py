@@ -1,4 +1,4 @@
-"""The management API client `leveret ctl` verbs share (urllib: no dependency)."""
+"""The management API client `leveret ctl` uses (urllib: no dependency), and its one-line errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-DEFAULT_URL = "http://127.0.0.1:15672"
 
 
 class CtlError(Exception):

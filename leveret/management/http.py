@@ -54,6 +54,9 @@ class Response:
     content_type: str | None = None
     headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
+    def with_headers(self, *extra: tuple[str, str]) -> Response:
+        return Response(self.status, self.body, self.content_type, self.headers + extra)
+
 
 Handler = Callable[[Request], Response]
 

@@ -8,6 +8,10 @@ the meaning is the same, so its Grafana dashboards and alerts keep working:
 `leveret_` name (`leveret_queue_messages_published_total{vhost,queue}`,
 delivered, acked, redelivered, and dead-lettered with a `reason` label).
 
+As rabbitmq_prometheus does by default, `/metrics` gives queue metrics
+aggregated (one sample per metric, summed over every queue) and
+`/metrics/per-object` gives them per queue, labelled `{vhost, queue}`.
+
 The durability store's fsync latency is read through `StoreTimings` when the
 broker has a store that offers it (`broker.store`, see queues/store.py);
 until then the metric is absent.
@@ -48,8 +52,9 @@ class StoreTimings(Protocol):
 
 
 class BrokerCollector:
-    def __init__(self, management: Management) -> None:
+    def __init__(self, management: Management, *, per_object: bool = False) -> None:
         self.m = management
+        self.per_object = per_object
 
     def describe(self) -> list[Metric]:
         return []  # built per scrape; nothing to check at registration
@@ -131,7 +136,7 @@ class BrokerCollector:
             yield family
 
     def _queues(self) -> Iterator[Metric]:
-        labels = ["vhost", "queue"]
+        labels = ["vhost", "queue"] if self.per_object else []
         gauges = {
             "ready": GaugeMetricFamily("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers", labels=labels),
             "unacked": GaugeMetricFamily("rabbitmq_queue_messages_unacked", "Messages delivered to consumers but not yet acknowledged", labels=labels),
@@ -148,18 +153,31 @@ class BrokerCollector:
         dead = CounterMetricFamily("leveret_queue_messages_dead_lettered",
                                    "Messages a queue dead-lettered to its dead-letter exchange, by reason",
                                    labels=[*labels, "reason"])
+        # (vhost, queue) -> values, or () -> their sums when aggregated
+        sums: dict[tuple[str, ...], dict[str, int]] = {}
+        dead_sums: dict[tuple[str, ...], int] = {}
         for queue in self.m.queues():
-            values = [queue.vhost, queue.name]
-            gauges["ready"].add_metric(values, queue.message_count)
-            gauges["unacked"].add_metric(values, queue.unacked_count)
-            gauges["messages"].add_metric(values, queue.message_count + queue.unacked_count)
-            gauges["consumers"].add_metric(values, queue.consumer_count)
-            gauges["bytes"].add_metric(values, queue.ready_bytes)
-            for key, family in counters.items():
-                family.add_metric(values, queue.stats.get(key, 0))
+            key: tuple[str, ...] = (queue.vhost, queue.name) if self.per_object else ()
+            row = sums.setdefault(key, dict.fromkeys((*gauges, *counters), 0))
+            row["ready"] += queue.message_count
+            row["unacked"] += queue.unacked_count
+            row["messages"] += queue.message_count + queue.unacked_count
+            row["consumers"] += queue.consumer_count
+            row["bytes"] += queue.ready_bytes
+            for name in counters:
+                row[name] += queue.stats.get(name, 0)
             for (reason, has_exchange), value in sorted(queue.dead_letter_counts.items()):
                 if has_exchange:
-                    dead.add_metric([*values, reason], value)
+                    dead_sums[(*key, reason)] = dead_sums.get((*key, reason), 0) + value
+        if not self.per_object and not sums:
+            sums[()] = dict.fromkeys((*gauges, *counters), 0)
+        for labelled, row in sums.items():
+            for name, gauge in gauges.items():
+                gauge.add_metric(list(labelled), row[name])
+            for name, counter in counters.items():
+                counter.add_metric(list(labelled), row[name])
+        for labelled, value in dead_sums.items():
+            dead.add_metric(list(labelled), value)
         yield from gauges.values()
         yield from counters.values()
         yield dead
@@ -173,9 +191,9 @@ class BrokerCollector:
         yield summary
 
 
-def registry_for(management: Management, *, process: bool = True) -> CollectorRegistry:
+def registry_for(management: Management, *, process: bool = True, per_object: bool = False) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BrokerCollector(management))
+    registry.register(BrokerCollector(management, per_object=per_object))
     if process:
         ProcessCollector(registry=registry)  # process_* (CPU, memory, fds) on Linux
     return registry

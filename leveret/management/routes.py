@@ -3,8 +3,9 @@
 A row is `Route(method, "queues/{vhost}/{name}", handler, tag)`: the path
 after /api/, its `{...}` segments percent-decoded and passed to the handler in
 order after the `Call`. `tag` is the user tag RabbitMQ asks for that endpoint
-(management, monitoring, policymaker, administrator); today every user is an
-administrator, so it is recorded, not yet enforced.
+(management, monitoring, policymaker, administrator), enforced by `refusal`
+with RabbitMQ's 401 bodies; a route with a `{vhost}` also needs the user to
+have permissions in that vhost (administrators may read any).
 
 A handler returns a JSON-able value (200; lists get RabbitMQ's query
 parameters, see `listing`), or a `Response`, or raises `HttpError`.
@@ -26,10 +27,32 @@ from leveret.management.http import Request, Response
 JSON = "application/json"
 NOT_FOUND = {"error": "Object Not Found", "reason": "Not Found"}
 TAGS = ("management", "monitoring", "policymaker", "administrator")
+# route tag -> the user tags that satisfy it, and RabbitMQ's reason when none does
+_SATISFIED_BY = {
+    "management": (set(TAGS), "Not management user"),
+    "monitoring": ({"monitoring", "administrator"}, "Not monitor user"),
+    "policymaker": ({"policymaker", "administrator"}, "User not authorised to access object"),
+    "administrator": ({"administrator"}, "Not administrator user"),
+}
+NOT_AUTHORISED_VHOST = "User not authorised to access virtual host"
+
+
+def refusal(tag: str, user_tags: Iterable[str]) -> str | None:
+    """RabbitMQ's 401 reason when a user with `user_tags` may not call a `tag` route."""
+    tags = set(user_tags)
+    for needed in ("management", tag):  # RabbitMQ asks for a management user first
+        wanted, reason = _SATISFIED_BY[needed]
+        if not wanted & tags:
+            return reason
+    return None
+
+
+def sees_all_vhosts(user_tags: Iterable[str]) -> bool:
+    return bool({"administrator", "monitoring"} & set(user_tags))
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, error: str, reason: str) -> None:
+    def __init__(self, status: int, error: str, reason: Any) -> None:
         super().__init__(reason)
         self.status = status
         self.error = error
@@ -48,6 +71,14 @@ def json_response(status: int, data: Any) -> Response:
     return Response(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), JSON)
 
 
+def flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    """A boolean from a JSON body: true/false, or the strings rabbitmqadmin sends ("false")."""
+    value = body.get(key, default)
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
 def truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1", "yes")
 
@@ -64,11 +95,36 @@ class Call:
     def query(self) -> dict[str, str]:
         return self.request.query
 
+    def vhosts(self) -> list[VirtualHost]:
+        """The vhosts this user may see: all for administrators and monitoring users,
+        else those where the user has permissions (as RabbitMQ filters its lists)."""
+        vhosts = self.m.vhosts()
+        if sees_all_vhosts(self.user.tags):
+            return vhosts
+        permissions = self.m.broker.access.permissions
+        return [v for v in vhosts if (self.user.name, v.name) in permissions]
+
     def vhost(self, name: str) -> VirtualHost:
         vhost = self.m.broker.vhosts.get(name)
         if vhost is None:
             raise not_found()
         return vhost
+
+    def as_client(self, vhost: str, permission: str | None = None, name: str = "") -> VirtualHost:
+        """The vhost, for a handler that acts in it as an AMQP client would (RabbitMQ's
+        management plugin opens a direct connection): 401 "Access refused." for a
+        user without permissions there, administrators included, or (given a
+        `permission`) without that permission on `name`."""
+        found = self.vhost(vhost)
+        if not self.may(vhost, permission, name):
+            raise HttpError(401, "not_authorised", "Access refused.")
+        return found
+
+    def may(self, vhost: str, permission: str | None = None, name: str = "") -> bool:
+        permissions = self.m.broker.access.permissions.get((self.user.name, vhost))
+        if permissions is None:
+            return False
+        return permission is None or permissions.allows(permission, name)
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """Run a change on the broker; the server re-checks its timers after it."""
@@ -82,11 +138,17 @@ class Call:
             return {}
         try:
             data = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise bad_request(f"cannot parse JSON body: {error}") from None
+        except (ValueError, UnicodeDecodeError):
+            raise bad_request("not_json") from None
         if not isinstance(data, dict):
-            raise bad_request("the JSON body must be an object")
+            raise bad_request("not_json")
         return data
+
+    def required(self, body: dict[str, Any], *keys: str) -> None:
+        """RabbitMQ's 400 for keys a body must have: [{key_missing,a},{key_missing,b}]."""
+        missing = [key for key in keys if key not in body]
+        if missing:
+            raise bad_request("[" + ",".join(f"{{key_missing,{key}}}" for key in missing) + "]")
 
 
 Handler = Callable[..., Any]

@@ -2,7 +2,9 @@
 
 `static_file("app.js")` -> a 200 `Response`, or None when there is no such
 file. Dot files and paths leaving the folder are never served. The folder
-holds nothing yet: the web UI (issue 20) puts index.html and its assets there.
+holds the web UI: index.html and app.js (its pages), login.html with its
+assets (`PUBLIC_FILES`, the only files served before login), and vendor/
+(uPlot and cytoscape from npm, with their licences).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from urllib.parse import unquote
 from leveret.management.http import Response
 
 ROOT = Path(__file__).resolve().parent / "static"
+PUBLIC_FILES = frozenset({"login.html", "login.js", "style.css"})
 
 
 def static_file(path: str) -> Response | None:

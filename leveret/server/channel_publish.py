@@ -115,6 +115,8 @@ class Publishing(ChannelState):
         if access is not None:
             if not access.write_all:
                 access.check("write", "exchange", method.exchange)
+            else:
+                access.last_write = method.exchange  # stays allowed if permissions are cleared
             if access.topics:
                 self._authorize_topic(access, "write", method.exchange, method.routing_key)
         self._validate_properties(properties)

@@ -108,7 +108,7 @@ class Connection(Handshake, Backpressure, Closing):
             self._handle_frame(frame_type, channel, payload)
             if self.want_close or self.state is State.CLOSED:
                 return False
-            if frame_type != framing.FRAME_METHOD and self._resources.memory_alarm and channel:
+            if frame_type != framing.FRAME_METHOD and self._resources.alarm and channel:
                 self._block_publisher()  # a content frame is a publish (rabbit_reader)
             if self.resource_blocked or self._out_bytes > OUTPUT_LIMIT:
                 # Blocked, or the answers to this read already fill the output: the

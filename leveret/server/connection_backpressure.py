@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pamqp import commands
 
-from leveret.broker.limits import MEMORY_ALARM_REASON
 from leveret.queues.queue import Queue
 from leveret.server.connection_state import (
     FLOW_MAX_PAUSE,
@@ -64,9 +63,9 @@ class Backpressure(ConnectionState):
         self._resources.block(self)
         if self.capabilities.get("connection.blocked") and not self._blocked_sent:
             self._blocked_sent = True
-            self.send_method(0, commands.Connection.Blocked(reason=MEMORY_ALARM_REASON))
+            self.send_method(0, commands.Connection.Blocked(reason=self._resources.reason))
         log.info("connection blocked", extra={
-            "event": "connection_blocked", "connection": self.name, "reason": MEMORY_ALARM_REASON,
+            "event": "connection_blocked", "connection": self.name, "reason": self._resources.reason,
         })
 
     def resource_alarm_cleared(self) -> None:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from leveret.broker.broker import Broker
+    from leveret.server.disk import DiskMonitor
     from leveret.server.memory import MemoryMonitor
     from leveret.store import Store
 
@@ -376,6 +377,7 @@ class Server:
         self.tls_port = 0
         self._housekeeping: asyncio.TimerHandle | None = None
         self.memory_monitor: MemoryMonitor | None = None  # set by start
+        self.disk_monitor: DiskMonitor | None = None  # set by start
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -420,6 +422,14 @@ class Server:
 
             self.memory_monitor = MemoryMonitor(
                 self.broker.resources, lambda: self.broker.settings.memory_high_watermark
+            )
+            from leveret.broker.limits import DEFAULT_DISK_FREE_LIMIT
+            from leveret.server.disk import DiskMonitor
+
+            self.disk_monitor = DiskMonitor(
+                self.broker.resources,
+                lambda: store.directory if store is not None else None,
+                lambda: getattr(self.broker.settings, "disk_free_limit", DEFAULT_DISK_FREE_LIMIT),
             )
         self._arm_housekeeping()
         return self.host, self.port
@@ -491,8 +501,17 @@ class Server:
         if self.memory_monitor is not None:
             try:
                 self.memory_monitor.check()
+                resources = self.broker.resources
+                pressure = getattr(self.broker, "memory_pressure", None)
+                if pressure is not None:
+                    pressure(resources.memory_used, resources.memory_limit)
             except Exception:
                 log.exception("cannot check memory use against the watermark")
+        if self.disk_monitor is not None:
+            try:
+                self.disk_monitor.check()
+            except Exception:
+                log.exception("cannot check free disk space against disk_free_limit")
         now = time.monotonic()
         for protocol in list(self.protocols):
             protocol.tick(now)

@@ -186,5 +186,8 @@ class QueueLog:
             self.segments.requeued(self.qid, mid, entry.delivery_count)
 
     def purged(self, entries: Iterable[Entry]) -> None:
-        mids = [mid for mid in (entry.message.message_id for entry in entries) if mid]
+        self.purged_ids(entry.message.message_id for entry in entries)
+
+    def purged_ids(self, message_ids: Iterable[int]) -> None:
+        mids = [mid for mid in message_ids if mid]
         self.segments.purged(self.qid, mids, self.alive)

@@ -52,6 +52,7 @@ from leveret.exchanges.base import Exchange
 from leveret.exchanges.delayed import DelayedMessage
 from leveret.queues.queue import DeadLetter, Entry, Queue
 from leveret.queues.stream import StreamQueue
+from leveret.store.admin_file import AdminFile
 from leveret.store.frames import MAGIC_TOPOLOGY, new_salt
 from leveret.store.records import REQ, REQUEUED
 from leveret.store.recovery import RecoveryReport, read_file, recover_messages
@@ -80,6 +81,7 @@ class Store:
 
     def __init__(self, directory: str | os.PathLike[str], *, segment_size: int = SEGMENT_SIZE) -> None:
         self.directory = Path(directory)
+        self.admin = AdminFile(self.directory)  # users, vhosts, permissions, parameters
         self.report = RecoveryReport()
         self.writer = Writer(self.directory)
         self.segments = Segments(self.writer, segment_size)

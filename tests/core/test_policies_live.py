@@ -174,3 +174,15 @@ def test_higher_priority_policy_replaces_the_one_in_force() -> None:
     assert (queue.policy, queue.args.max_length, queue.args.message_ttl) == ("high", None, 10)
     world.vhost.clear_policy("high", world.now)
     assert (queue.policy, queue.args.max_length, queue.args.message_ttl) == ("low", 5, None)
+
+
+def test_queue_mode_lazy_from_a_policy_pages_as_the_argument_does() -> None:
+    world = World()
+    queue = world.queue("q")
+    set_policy(world, "lazy", "^q$", {"queue-mode": "lazy"})
+    assert queue.lazy
+    world.vhost.clear_policy("lazy", world.now)
+    assert not queue.lazy
+    own = world.queue("own", arguments={"x-queue-mode": "default"})
+    set_policy(world, "lazy", "^own$", {"queue-mode": "lazy"})
+    assert not own.lazy  # the queue's own argument wins

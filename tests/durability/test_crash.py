@@ -54,6 +54,9 @@ WINDOW = 25
 DIRECT_QUEUE = "crash-a"
 FANOUT = "crash-fanout"
 FANOUT_QUEUES = ("crash-b", "crash-c")
+# Lazy and not consumed until the end: its backlog is paged to disk (issue 19)
+# when the kills come, and recovered into a paged queue after each.
+PAGED_QUEUE = "crash-paged"
 TRANSIENT_QUEUE = "crash-transient-queue"  # non-durable: gone after every kill
 TRANSIENT_MESSAGES = "crash-transient-messages"  # durable, but only delivery_mode 1 goes in
 STREAM = "crash-stream"  # x-queue-type stream, bound to the fanout exchange
@@ -115,6 +118,8 @@ async def declare(channel: aio_pika.abc.AbstractChannel) -> None:
     for name in FANOUT_QUEUES:
         queue = await channel.declare_queue(name, durable=True)
         await queue.bind(exchange)
+    paged = await channel.declare_queue(PAGED_QUEUE, durable=True, arguments={"x-queue-mode": "lazy"})
+    await paged.bind(exchange)
     await channel.declare_queue(TRANSIENT_MESSAGES, durable=True)
     stream = await channel.declare_queue(STREAM, durable=True, arguments={"x-queue-type": "stream"})
     await stream.bind(exchange)
@@ -140,7 +145,7 @@ async def publisher(url: str, number: int, cycle: int, ledger: Ledger, rng: rand
                 count += 1
                 message_id = f"c{cycle}p{number}n{count}"
                 to_fanout = number == 0
-                ledger.published[message_id] = (*FANOUT_QUEUES, STREAM) if to_fanout else (DIRECT_QUEUE,)
+                ledger.published[message_id] = (*FANOUT_QUEUES, PAGED_QUEUE, STREAM) if to_fanout else (DIRECT_QUEUE,)
                 message = aio_pika.Message(make_body(message_id, rng), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
                 target = fanout.publish(message, routing_key="") if to_fanout else \
                     channel.default_exchange.publish(message, routing_key=DIRECT_QUEUE)
@@ -234,7 +239,7 @@ async def drain(server: LeveretProcess, ledger: Ledger) -> dict[str, int]:
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=500)
-        for name in (DIRECT_QUEUE, *FANOUT_QUEUES):
+        for name in (DIRECT_QUEUE, *FANOUT_QUEUES, PAGED_QUEUE):
             queue = await channel.declare_queue(name, durable=True, passive=True)
             expected = queue.declaration_result.message_count or 0
             if not expected:
@@ -342,7 +347,8 @@ def test_confirmed_messages_survive_kill_9(tmp_path: Path, quiet_clients: None) 
     assert ledger.damaged == 0
     assert ledger.unknown == 0
     assert ledger.transient_survivors == []
-    assert left == {DIRECT_QUEUE: 0, FANOUT_QUEUES[0]: 0, FANOUT_QUEUES[1]: 0}
+    assert left == {DIRECT_QUEUE: 0, FANOUT_QUEUES[0]: 0, FANOUT_QUEUES[1]: 0, PAGED_QUEUE: 0}
+    assert len(ledger.deliveries[PAGED_QUEUE]) > 256, "the paged queue never paged"
     # The stream: every offset read, each once in the final read, none moved.
     assert ledger.stream_moved == []
     assert sorted(ledger.stream_offsets) == list(range(stream_length))

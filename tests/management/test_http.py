@@ -105,7 +105,7 @@ def test_bad_json_body_is_400(http: Http) -> None:
 
     assert reply.status == 400
     assert reply.json["error"] == "bad_request"
-    assert reply.json["reason"].startswith("cannot parse JSON body")
+    assert reply.json["reason"] == "not_json"
 
 
 def test_head_answers_without_a_body(leveret_management: ManagementServer) -> None:
@@ -168,20 +168,27 @@ def test_routing_comes_before_credentials_as_in_rabbitmq(http: Http) -> None:
     assert known.status == 401
 
 
-def test_static_files_are_served_under_the_root(leveret_management: ManagementServer, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_static_files_are_served_under_the_root_after_login(leveret_management: ManagementServer, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "js").mkdir()
     (tmp_path / "js" / "app.js").write_text("console.log(1)\n")
     (tmp_path / ".secret").write_text("no")
+    (tmp_path / "index.html").write_text("<html></html>")
+    (tmp_path / "login.html").write_text("<form></form>")
     monkeypatch.setattr(static, "ROOT", tmp_path)
     http = Http(leveret_management.url, user=None)
 
-    served = http.request("GET", "/js/app.js")
+    assert http.request("GET", "/login.html").body == b"<form></form>"  # the one page before login
+    assert http.request("GET", "/js/app.js").status == 401
+    assert http.request("GET", "/").body == b"<form></form>"  # redirected (urllib follows) to the login page
+
+    login = http.request("POST", "/login", {"username": "guest", "password": "guest"})
+    assert login.status == 200, login.body
+    cookie = {"Cookie": login.headers["set-cookie"].split(";")[0]}
+    served = http.request("GET", "/js/app.js", headers=cookie)
 
     assert (served.status, served.body) == (200, b"console.log(1)\n")
     assert served.headers["content-type"].startswith(("text/javascript", "application/javascript"))
-    assert http.request("GET", "/.secret").status == 404
-    assert http.request("GET", "/js/%2E%2E/%2Esecret").status == 404
-    assert http.request("GET", "/").body.startswith(b"leveret management")  # no index.html yet
-    (tmp_path / "index.html").write_text("<html></html>")
-    assert http.request("GET", "/").body == b"<html></html>"
+    assert http.request("GET", "/.secret", headers=cookie).status == 404
+    assert http.request("GET", "/js/%2E%2E/%2Esecret", headers=cookie).status == 404
+    assert http.request("GET", "/", headers=cookie).body == b"<html></html>"

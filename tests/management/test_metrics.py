@@ -12,8 +12,8 @@ from leveret.management import ManagementServer
 from tests.management.conftest import Http
 
 
-def scrape(http: Http) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    reply = http.request("GET", "/metrics", user=None)  # unauthenticated, as RabbitMQ's plugin
+def scrape(http: Http, path: str = "/metrics/per-object") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    reply = http.request("GET", path, user=None)  # unauthenticated, as RabbitMQ's plugin
     assert reply.status == 200
     assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
     samples = {}
@@ -159,3 +159,24 @@ def test_openmetrics_when_the_scraper_asks_for_it(http: Http) -> None:
     assert reply.body.endswith(b"# EOF\n")
     names = {f.name for f in text_string_to_metric_families(reply.body.decode().replace("# EOF\n", ""))}
     assert "rabbitmq_queues" in names
+
+
+def test_metrics_aggregates_queues_and_per_object_labels_them(http: Http, connection: pika.BlockingConnection) -> None:
+    channel = connection.channel()
+    for name, count in (("first", 2), ("second", 3)):
+        channel.queue_declare(name)
+        for _ in range(count):
+            channel.basic_publish("", name, b"x")
+    channel.basic_consume("second", lambda *args: None)
+    connection.process_data_events(0.1)
+
+    aggregated = scrape(http, "/metrics")
+    per_object = scrape(http, "/metrics/per-object")
+
+    assert value(aggregated, "rabbitmq_queue_messages") == 5
+    assert value(aggregated, "rabbitmq_queue_consumers") == 1
+    assert value(aggregated, "leveret_queue_messages_published_total") == 5
+    assert not [key for key in aggregated if key[0] == "rabbitmq_queue_messages" and key[1]]
+    assert value(per_object, "rabbitmq_queue_messages", vhost="/", queue="first") == 2
+    assert value(per_object, "rabbitmq_queue_messages", vhost="/", queue="second") == 3
+    assert ("rabbitmq_queue_messages", ()) not in per_object

@@ -8,7 +8,7 @@ It starts `leveret serve` on a free port, runs shared/bench's C load driver in
 `compare` mode (A = RabbitMQ on 127.0.0.1:5672, B = leveret, interleaved
 A B A B so a noisy host hurts both alike), and prints one table of ratios
 (leveret / RabbitMQ; for latency, RabbitMQ's p99 / leveret's, so above 1.0 is
-better everywhere) against the targets of issue 9. Figures from different
+better everywhere) against the targets of issue 21. Figures from different
 runs are not comparable: the hosts steal CPU at times.
 
 Scenarios beyond the driver's standard suite:
@@ -21,6 +21,13 @@ Scenarios beyond the driver's standard suite:
 - memory per queued message: 1 000 000 16-byte messages published into one
   queue on each broker; RabbitMQ's figure is the queue's own memory
   (rabbitmqctl list_queues memory), leveret's the growth of its resident set.
+- fan-out to 100 queues, and 1 MiB messages (e2e with confirms, window 16):
+  driver scenarios with each broker's peak resident-set growth during the run.
+- scale (bench_scale.py, a pipelining asyncio client of its own): 10 000
+  exclusive queues each with a consumer, 100 000 topic bindings (time to
+  declare, memory per queue / binding), and 400 connections (half publishing
+  5 msg/s each, half consuming: throughput, p99, memory per connection),
+  then 2 000 on leveret alone: the reference has ~830 sockets.
 - start-up: process start to first accepted TCP connection (leveret only:
   the shared reference cannot be restarted).
 - streams (tests/perf/bench_streams.py, a raw-socket client: the C driver
@@ -40,13 +47,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT.parent / "shared" / "bench" / "amqp_bench.sh"
+# The driver lives in shared/ beside the main checkout; worktrees sit one level deeper.
+BENCH = next((path for path in (ROOT.parent / "shared" / "bench" / "amqp_bench.sh",
+                                ROOT.parent.parent / "shared" / "bench" / "amqp_bench.sh")
+              if path.exists()), ROOT.parent / "shared" / "bench" / "amqp_bench.sh")
 REFERENCE = "amqp://guest:guest@127.0.0.1:5672/"
 
 
@@ -56,19 +67,25 @@ class Scenario:
     driver_args: tuple[str, ...]
     target: float
     measure: str = "msg_per_s"  # or "p99_us" (lower is better)
+    memory: bool = False  # also report each broker's resident-set growth during the run
 
 
 SCENARIOS = (
-    Scenario("publish 16 B", ("publish_16b",), 1.0),
-    Scenario("publish 1 KiB", ("publish_1k",), 1.0),
-    Scenario("confirm 16 B", ("confirm_16b",), 1.0),
-    Scenario("confirm 1 KiB", ("confirm_1k",), 1.0),
-    Scenario("e2e 16 B", ("e2e_16b",), 1.0),
-    Scenario("e2e 1 KiB", ("e2e_1k",), 1.0),
-    Scenario("e2e confirm 16 B", ("e2e_confirm_16b",), 1.0),
-    Scenario("e2e confirm 1 KiB", ("e2e_confirm_1k",), 1.0),
+    Scenario("publish 16 B", ("publish_16b",), 2.0),
+    Scenario("publish 1 KiB", ("publish_1k",), 2.0),
+    Scenario("confirm 16 B", ("confirm_16b",), 2.0),
+    Scenario("confirm 1 KiB", ("confirm_1k",), 2.0),
+    Scenario("e2e 16 B", ("e2e_16b",), 2.0),
+    Scenario("e2e 1 KiB", ("e2e_1k",), 2.0),
+    Scenario("e2e confirm 16 B", ("e2e_confirm_16b",), 2.0),
+    Scenario("e2e confirm 1 KiB", ("e2e_confirm_1k",), 2.0),
     Scenario("latency p99 @1000/s", ("latency_16b",), 1.0, "p99_us"),
     Scenario("fan-out to 10 queues", ("topic_10", "--topic-queues", "10", "--topic-vocab", "1"), 1.0),
+    Scenario("fan-out to 100 queues", ("topic_100", "--topic-queues", "100", "--topic-vocab", "1"), 1.5,
+             memory=True),
+    # A window of 16 keeps at most ~32 MiB in flight: big messages, not a flood.
+    Scenario("e2e confirm 1 MiB", ("e2e_confirm_1048576b", "--window", "16", "--prefetch", "16"), 1.5,
+             memory=True),
     Scenario("topic 100 000 selective", ("topic_100000",), 4.0),
     Scenario("topic 10 000 wildcard", ("topic_10000", "--topic-wild"), 5.0),
     Scenario("persistent confirm 16 B", ("confirm_16b", "--persistent"), 1.0),
@@ -124,14 +141,62 @@ def startup_seconds(rounds: int) -> float:
     return statistics.median(times)
 
 
-def compare(leveret_url: str, scenario: Scenario, duration: float, repeat: int) -> dict:
+def compare(leveret_url: str, scenario: Scenario, duration: float, repeat: int,
+            leveret_pid: int) -> tuple[dict, tuple[int, int] | None]:
+    """The driver's compare report, and with `scenario.memory` each broker's peak
+    resident-set growth (RabbitMQ, leveret) while it ran."""
     command = ["bash", str(BENCH), "compare", REFERENCE, leveret_url, *scenario.driver_args,
                "--duration", str(duration), "--repeat", str(repeat)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    sampler = PeakSampler((reference_pid(), leveret_pid)) if scenario.memory else None
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    finally:
+        peaks = sampler.stop() if sampler else None
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"driver failed for {scenario.name}: {result.stderr.strip()[-400:]}")
-    return json.loads(lines[-1])
+    return json.loads(lines[-1]), (peaks[0], peaks[1]) if peaks else None
+
+
+class PeakSampler:
+    """Each process's peak resident-set growth over its size when sampling began."""
+
+    def __init__(self, pids: tuple[int, ...], interval: float = 0.25) -> None:
+        self.pids = pids
+        self.start = [rss_bytes(pid) for pid in pids]
+        self.peak = list(self.start)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self.thread.start()
+
+    def _run(self, interval: float) -> None:
+        while not self.done.wait(interval):
+            for index, pid in enumerate(self.pids):
+                self.peak[index] = max(self.peak[index], rss_bytes(pid))
+
+    def stop(self) -> list[int]:
+        self.done.set()
+        self.thread.join()
+        return [peak - start for peak, start in zip(self.peak, self.start, strict=True)]
+
+
+def reference_memory() -> int:
+    """The reference node's allocated memory after a collection of every Erlang
+    process: its resident set moves by megabytes with garbage collection, which
+    would drown the cost of a few thousand queues. (Kinder to RabbitMQ than
+    leveret's figure, a resident set.)"""
+    listing = subprocess.run(["rabbitmqctl", "eval", "[garbage_collect(P) || P <- processes()], erlang:memory(total)."],
+                             capture_output=True, text=True, timeout=120).stdout.split()
+    return int(listing[-1])
+
+
+def reference_pid() -> int:
+    """The reference node's beam process: its resident set is RabbitMQ's memory,
+    measured the same way as leveret's."""
+    found = subprocess.run(["pgrep", "-o", "beam.smp"], capture_output=True, text=True).stdout.split()
+    if not found:
+        raise RuntimeError("no beam.smp process visible: the reference's memory cannot be read")
+    return int(found[0])
 
 
 def ratio(report: dict, scenario: Scenario) -> tuple[float, float, float]:
@@ -186,6 +251,89 @@ def memory_per_message(leveret_url: str, leveret_pid: int, count: int) -> tuple[
     return rabbit / count, leveret / count
 
 
+Row = tuple[str, str, str, float | None, float | None]
+MIB = 1 << 20
+
+
+def scale_rows(args: argparse.Namespace) -> list[Row]:
+    """The scale scenarios (bench_scale.py), RabbitMQ then leveret, each leveret
+    run on a fresh process so its resident set shows only that scenario."""
+    import asyncio
+
+    import bench_scale
+
+    rows: list[Row] = []
+
+    def on_both(name: str, run) -> tuple[bench_scale.ScaleResult, bench_scale.ScaleResult] | None:
+        try:
+            rabbit = asyncio.run(run(5672, reference_memory))
+            port = free_port()
+            fresh = start_leveret(port, None)
+            try:
+                ours = asyncio.run(run(port, lambda: rss_bytes(fresh.pid)))
+            finally:
+                fresh.terminate()
+                fresh.wait(10)
+        except (TimeoutError, OSError, RuntimeError) as error:
+            print(f"  {name}: {error}", file=sys.stderr, flush=True)
+            rows.append((name, "-", "-", None, 1.5))
+            return None
+        print(f"  {name}: done", file=sys.stderr, flush=True)
+        return rabbit, ours
+
+    def memory_row(unit: str, rabbit: bench_scale.ScaleResult, ours: bench_scale.ScaleResult) -> Row:
+        per_rabbit, per_ours = rabbit.memory_bytes / rabbit.count, ours.memory_bytes / ours.count
+        return (f"  RSS per {unit}", f"{per_rabbit:,.0f} B", f"{per_ours:,.0f} B",
+                per_rabbit / per_ours if per_ours > 0 else None, 1.0)
+
+    queues = args.scale_queues
+    pair = on_both(f"{queues:,} queues + consumers", lambda port, memory: asyncio.wait_for(
+        bench_scale.queues_with_consumers("127.0.0.1", port, queues, memory), 600))
+    if pair:
+        rabbit, ours = pair
+        rows.append((f"{queues:,} queues + consumers", f"{rabbit.seconds:.2f} s", f"{ours.seconds:.2f} s",
+                     rabbit.seconds / ours.seconds, 1.5))
+        rows.append(memory_row("queue", rabbit, ours))
+    count = args.scale_bindings
+    pair = on_both(f"{count:,} bindings declared", lambda port, memory: asyncio.wait_for(
+        bench_scale.bindings("127.0.0.1", port, count, memory), 600))
+    if pair:
+        rabbit, ours = pair
+        rows.append((f"{count:,} bindings declared", f"{rabbit.seconds:.2f} s", f"{ours.seconds:.2f} s",
+                     rabbit.seconds / ours.seconds, 1.5))
+        rows.append(memory_row("binding", rabbit, ours))
+    # The reference has ~830 sockets: at most 400 connections against it.
+    pairs, rate, seconds = args.connections // 2, args.connection_rate, 10.0
+    name = f"{2 * pairs} connections @{rate:g}/s each"
+    pair = on_both(name, lambda port, memory: asyncio.wait_for(
+        bench_scale.many_connections("127.0.0.1", port, pairs, rate, seconds, memory), 600))
+    if pair:
+        rabbit, ours = pair
+        rows.append((name, f"{rabbit.msg_per_s:,.0f} msg/s", f"{ours.msg_per_s:,.0f} msg/s",
+                     ours.msg_per_s / rabbit.msg_per_s, 1.0))
+        rows.append(("  p99 latency", f"{rabbit.p99_us:,.0f} us", f"{ours.p99_us:,.0f} us",
+                     rabbit.p99_us / ours.p99_us, 1.5))
+        rows.append(memory_row("connection", rabbit, ours))
+    # leveret alone at the full size: it would exhaust the reference's descriptors.
+    alone = args.connections_alone // 2
+    port = free_port()
+    fresh = start_leveret(port, None)
+    try:
+        ours = asyncio.run(asyncio.wait_for(bench_scale.many_connections(
+            "127.0.0.1", port, alone, rate, seconds, lambda: rss_bytes(fresh.pid)), 600))
+        rows.append((f"{2 * alone} connections (leveret only)", "(not run)", f"{ours.msg_per_s:,.0f} msg/s",
+                     None, None))
+        rows.append(("  p99 latency", "", f"{ours.p99_us:,.0f} us", None, None))
+        rows.append(("  RSS per connection", "", f"{ours.memory_bytes / ours.count:,.0f} B", None, None))
+    except (TimeoutError, OSError, RuntimeError) as error:
+        print(f"  {2 * alone} connections: {error}", file=sys.stderr, flush=True)
+        rows.append((f"{2 * alone} connections (leveret only)", "", "-", None, None))
+    finally:
+        fresh.terminate()
+        fresh.wait(10)
+    return rows
+
+
 def broker_pid_rabbitmq() -> int | None:
     found = subprocess.run(["pgrep", "-x", "beam.smp"], capture_output=True, text=True).stdout.split()
     return int(found[0]) if found else None
@@ -235,7 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=1_000_000, help="messages for the memory figure")
     parser.add_argument("--stream-messages", type=int, default=1_000_000, help="messages for the stream scenarios")
     parser.add_argument("--json", type=Path, help="also write the driver's raw compare reports here (JSON lines)")
+    parser.add_argument("--scale-queues", type=int, default=10_000, help="queues (each with a consumer)")
+    parser.add_argument("--scale-bindings", type=int, default=100_000, help="bindings declared")
+    parser.add_argument("--connections", type=int, default=400,
+                        help="connections (half publishing, half consuming) on both brokers; at most ~400")
+    parser.add_argument("--connections-alone", type=int, default=2000, help="connections on leveret alone")
+    parser.add_argument("--connection-rate", type=float, default=5.0, help="msg/s per publishing connection")
     args = parser.parse_args(argv)
+    if args.connections > 400:
+        parser.error("--connections above 400 would exhaust the reference's file descriptors")
     duration, repeat = (3.0, 1) if args.quick else (10.0, 3)
     if shutil.which("gcc") is None:
         print("needs gcc and librabbitmq-dev: apt-get install -y gcc librabbitmq-dev", file=sys.stderr)
@@ -247,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     wanted = [s for s in SCENARIOS if not args.only or any(w.strip() in s.name for w in args.only.split(","))]
-    rows: list[tuple[str, str, str, float | None, float]] = []
+    rows: list[Row] = []
     data_dir = tempfile.mkdtemp(prefix="leveret-perf-")
     port = free_port()
     server = start_leveret(port, data_dir)
@@ -255,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for scenario in wanted:
             try:
-                report = compare(url, scenario, duration, repeat)
+                report, peaks = compare(url, scenario, duration, repeat, server.pid)
             except (RuntimeError, subprocess.TimeoutExpired) as error:
                 rows.append((scenario.name, "-", "-", None, scenario.target))
                 print(f"  {scenario.name}: {error}", file=sys.stderr)
@@ -266,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
             rabbit, leveret, value = ratio(report, scenario)
             unit = "us p99" if scenario.measure == "p99_us" else "msg/s"
             rows.append((scenario.name, f"{rabbit:,.0f} {unit}", f"{leveret:,.0f} {unit}", value, scenario.target))
+            if peaks is not None:
+                rows.append(("  peak RSS growth", f"{peaks[0] / MIB:,.1f} MiB", f"{peaks[1] / MIB:,.1f} MiB",
+                             None, None))
             print(f"  {scenario.name}: {value:.2f}x", file=sys.stderr, flush=True)
         if not args.only or "stream" in args.only:
             try:
@@ -289,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             fresh.wait(10)
         rows.append((f"memory per message ({args.messages:,})", f"{rabbit_bytes:,.0f} B", f"{leveret_bytes:,.0f} B",
                      rabbit_bytes / leveret_bytes, 1.0))
+    if not args.only or "scale" in args.only:
+        rows += scale_rows(args)
     if not args.only or "start" in args.only:
         seconds = startup_seconds(5)
         rows.append(("start to first connection", "(not measured)", f"{seconds * 1000:.0f} ms",
@@ -297,10 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'scenario':<32}{'RabbitMQ':>18}{'leveret':>18}{'ratio':>8}{'target':>8}  ")
     for name, rabbit_text, leveret_text, value, target in rows:
         shown = "-" if value is None else f"{value:.2f}"
-        verdict = "" if value is None else ("ok" if value >= target else "BELOW")
-        goal = f"{target:>7.1f}x" if target else " " * 8
-        print(f"{name:<32}{rabbit_text:>18}{leveret_text:>18}{shown:>8}{goal}  {verdict}")
-    print("\nratios: leveret/RabbitMQ (latency and memory: RabbitMQ/leveret; start-up: 0.3 s/leveret's)")
+        verdict = "" if value is None or not target else ("ok" if value >= target else "BELOW")
+        wanted_text = "" if not target else f"{target:.1f}x"
+        print(f"{name:<32}{rabbit_text:>18}{leveret_text:>18}{shown:>8}{wanted_text:>8}  {verdict}")
+    print("\nratios: leveret/RabbitMQ (latency, time, memory: RabbitMQ/leveret; start-up: 0.3 s/leveret's)")
+    print("memory: growth of leveret's resident set; RabbitMQ's: its beam.smp resident set in the driver scenarios,")
+    print("        erlang:memory(total) after a full collection in the scale scenarios")
     return 0
 
 

@@ -66,7 +66,11 @@ def test_a_stream_lists_as_on_rabbitmq(leveret_management: ManagementServer) -> 
             return rabbitmq.get(f"/api/queues/%2F/{quote(name)}")  # type: ignore[no-any-return]
 
         deadline = time.monotonic() + 20  # RabbitMQ's statistics arrive every 5 s
-        while theirs().get("messages") != 5 and time.monotonic() < deadline:
+        # messages, state and consumers come in separate statistics events: wait for all of them
+        def settled(queue: dict[str, Any]) -> bool:
+            return queue.get("messages") == 5 and all(queue.get(f) is not None for f in SAME)
+
+        while not settled(theirs()) and time.monotonic() < deadline:
             theirs_connection.process_data_events(0.5)
         rabbit = theirs()
         ours = Http(leveret_management.url).get(f"/api/queues/%2F/{quote(name)}")

@@ -20,10 +20,12 @@ def export_all(call: Call) -> dict[str, Any]:
         "product_name": "leveret", "product_version": __version__,
         **call.m.broker.access.export(),
         "vhosts": [{"name": v.name} for v in vhosts],
-        "global_parameters": [],
+        "global_parameters": [{"name": k, "value": v}
+                              for k, v in sorted(call.m.broker.admin.global_parameters.items())],
     }
     for key in ("parameters", "policies", "queues", "exchanges", "bindings"):
         merged[key] = [item for export in exports for item in export[key]]
+    merged["parameters"] = call.m.broker.admin.parameter_list()  # limits and the kept ones
     return merged
 
 
@@ -46,19 +48,32 @@ def _load(call: Call, vhost: VirtualHost, data: Mapping[str, Any], now: int) -> 
 def import_all(call: Call) -> Response:
     data = call.body()
     now = call.m.broker.now_ms()
-    warnings: list[str] = []
+    warnings: list[str] = call.run(lambda: _load_access(call, data))
     for name, part in sorted(_by_vhost(data).items()):
         target = call.m.broker.vhosts.get(name)
         if target is None:
             warnings.append(f"vhost {name!r} does not exist")
             continue
         warnings.extend(_load(call, target, part, now))
+    call.m.broker.admin.saved()  # the vhost limits it set
     return _loaded(warnings)
+
+
+def _load_access(call: Call, data: Mapping[str, Any]) -> list[str]:
+    """Users, vhosts, permissions and parameters, added to (not replacing) what is there; saved."""
+    broker = call.m.broker
+    loaded = broker.access.load_definitions(data, replace=False)
+    for name in loaded.vhosts:
+        broker.add_vhost(name)
+    broker.admin.load_parameters(data)
+    return loaded.warnings
 
 
 def import_vhost(call: Call, vhost: str) -> Response:
     target = call.vhost(vhost)
-    return _loaded(_load(call, target, call.body(), call.m.broker.now_ms()))
+    warnings = _load(call, target, call.body(), call.m.broker.now_ms())
+    call.m.broker.admin.saved()
+    return _loaded(warnings)
 
 
 def _loaded(warnings: list[str]) -> Response:

@@ -13,7 +13,7 @@ from leveret.broker.vhost import VirtualHost
 from leveret.exchanges.base import Exchange
 from leveret.management.http import Response
 from leveret.management.resources.bindings import binding, default_binding, sorted_bindings
-from leveret.management.routes import Call, Route, bad_request, not_found, truthy
+from leveret.management.routes import Call, Route, bad_request, flag, not_found, truthy
 
 DEFAULT_EXCHANGE_ALIAS = "amq.default"
 
@@ -52,7 +52,7 @@ def listed(vhosts: list[VirtualHost]) -> list[dict[str, Any]]:
 
 
 def exchanges(call: Call) -> list[dict[str, Any]]:
-    return listed(call.m.vhosts())
+    return listed(call.vhosts())
 
 
 def vhost_exchanges(call: Call, vhost: str) -> list[dict[str, Any]]:
@@ -67,21 +67,22 @@ def exchange(call: Call, vhost: str, name: str) -> dict[str, Any]:
 
 
 def declare_exchange(call: Call, vhost: str, name: str) -> Response:
-    target = call.vhost(vhost)
+    target = call.as_client(vhost, "configure", name)
     body = call.body()
     if "type" not in body:
         raise bad_request("[{key_missing,type}]")
     existed = name in target.exchanges
     call.run(lambda: target.declare_exchange(
         real_name(name), str(body["type"]),
-        durable=bool(body.get("durable", True)), auto_delete=bool(body.get("auto_delete", False)),
-        internal=bool(body.get("internal", False)), arguments=body.get("arguments") or {},
+        durable=flag(body, "durable", True), auto_delete=flag(body, "auto_delete", False),
+        internal=flag(body, "internal", False), arguments=body.get("arguments") or {},
     ))
     return Response(204 if existed else 201)
 
 
 def delete_exchange(call: Call, vhost: str, name: str) -> Response:
     target, found = find_exchange(call, vhost, name)
+    call.as_client(vhost, "configure", name)
     call.run(lambda: target.delete_exchange(found.name, if_unused=truthy(call.query.get("if-unused"))))
     return Response(204)
 

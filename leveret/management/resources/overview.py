@@ -60,12 +60,15 @@ def whoami(call: Call) -> dict[str, Any]:
 
 
 def node(m: Management) -> dict[str, Any]:
+    resources = m.broker.resources
     return {
         "name": m.node, "type": "disc", "running": True, "os_pid": str(os.getpid()),
         "mem_used": process_memory_bytes(), "uptime": m.uptime_ms(), "processors": os.cpu_count() or 1,
         "sockets_used": len(m.connections()), "rates_mode": "basic",
         "exchange_types": exchange_types(),
-        "partitions": [], "mem_alarm": False, "disk_free_alarm": False,
+        "partitions": [], "mem_alarm": resources.memory_alarm, "disk_free_alarm": resources.disk_alarm,
+        "mem_limit": resources.memory_limit,
+        "disk_free": resources.disk_free, "disk_free_limit": resources.disk_free_limit,
     }
 
 
@@ -81,10 +84,12 @@ def node_named(call: Call, name: str) -> dict[str, Any]:
 
 def alarms(call: Call) -> Any:
     """RabbitMQ's health check: 200 ok, or 503 naming the alarm in effect."""
-    if not call.m.broker.resources.memory_alarm:
+    resources = call.m.broker.resources
+    if not resources.alarm:
         return {"status": "ok"}
+    kinds = [kind for kind, on in (("memory", resources.memory_alarm), ("disk", resources.disk_alarm)) if on]
     body = {"status": "failed", "reason": "resource alarm(s) in effect in the cluster",
-            "alarms": [{"node": call.m.node, "resource": "memory"}]}
+            "alarms": [{"node": call.m.node, "resource": kind} for kind in kinds]}
     return json_response(503, body)
 
 

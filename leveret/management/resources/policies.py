@@ -174,13 +174,17 @@ def _routes(segment: str, operator: bool) -> tuple[Route, ...]:
         policies, user, tags = endpoints(call)
         return _answer(policies.delete(user, tags, vhost, name, operator=operator))
 
-    single = "administrator" if operator else "policymaker"
+    # One policy is `policymaker` with access to its vhost, or `administrator`
+    # (operator policies: `administrator`); the handler decides, with RabbitMQ's
+    # "access object" reason, so the path does not name {vhost} for the router's
+    # generic vhost check ("access virtual host").
+    single = f"{segment}/{{policy_vhost}}/{{name}}"
     return (
         Route("GET", segment, listed),
         Route("GET", f"{segment}/{{vhost}}", listed),
-        Route("GET", f"{segment}/{{vhost}}/{{name}}", one, single),
-        Route("PUT", f"{segment}/{{vhost}}/{{name}}", put, single),
-        Route("DELETE", f"{segment}/{{vhost}}/{{name}}", delete, single),
+        Route("GET", single, one),
+        Route("PUT", single, put),
+        Route("DELETE", single, delete),
     )
 
 

@@ -12,7 +12,7 @@ from leveret.management.http import Response
 from leveret.management.queue_fields import backing_queue_status, rfc3339
 from leveret.management.resources.bindings import binding, default_binding, sorted_bindings
 from leveret.management.resources.connections import consumer_info
-from leveret.management.routes import Call, Route, not_found, truthy
+from leveret.management.routes import Call, Route, flag, not_found, truthy
 from leveret.management.values import with_rates
 from leveret.queues.queue import Queue
 from leveret.queues.quorum import QuorumQueue
@@ -36,7 +36,7 @@ def listed(m: Management, vhosts: list[VirtualHost]) -> list[dict[str, Any]]:
 
 
 def queues(call: Call) -> list[dict[str, Any]]:
-    return listed(call.m, call.m.vhosts())
+    return listed(call.m, call.vhosts())
 
 
 def vhost_queues(call: Call, vhost: str) -> list[dict[str, Any]]:
@@ -123,11 +123,11 @@ def queue_info(m: Management, queue: Queue, unacked_bytes: int) -> dict[str, Any
 
 
 def declare_queue(call: Call, vhost: str, name: str) -> Response:
-    target = call.vhost(vhost)
+    target = call.as_client(vhost, "configure", name)
     body = call.body()
     existed = name in target.queues
     call.run(lambda: target.declare_queue(
-        name, durable=bool(body.get("durable", True)), auto_delete=bool(body.get("auto_delete", False)),
+        name, durable=flag(body, "durable", True), auto_delete=flag(body, "auto_delete", False),
         arguments=body.get("arguments") or {}, now_ms=call.m.broker.now_ms(),
     ))
     return Response(204 if existed else 201)
@@ -135,6 +135,7 @@ def declare_queue(call: Call, vhost: str, name: str) -> Response:
 
 def delete_queue(call: Call, vhost: str, name: str) -> Response:
     target, _ = find_queue(call, vhost, name)
+    call.as_client(vhost, "configure", name)
     call.run(lambda: target.delete_queue(
         name, if_empty=truthy(call.query.get("if-empty")),
         if_unused=truthy(call.query.get("if-unused")), reason="management",
@@ -144,6 +145,7 @@ def delete_queue(call: Call, vhost: str, name: str) -> Response:
 
 def purge_queue(call: Call, vhost: str, name: str) -> Response:
     target, _ = find_queue(call, vhost, name)
+    call.as_client(vhost, "read", name)
     call.run(lambda: target.purge_queue(name))
     return Response(204)
 
