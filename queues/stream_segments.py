@@ -256,14 +256,11 @@ def first_at(segments: list[Segment], timestamp: int) -> int | None:
     return None
 
 
-class MemoryStreamLog:
-    """The log without a data directory: records in memory, segmented as on disk."""
+class SegmentedLog:
+    """What both logs derive from their segments: the offsets they span and their size."""
 
-    def __init__(self, retention: Retention) -> None:
-        self.retention = retention
-        self.segments: list[Segment] = []
-        self._records: list[list[StreamRecord]] = []
-        self._next = 0
+    segments: list[Segment]
+    _next: int  # the offset the next record gets
 
     @property
     def first_offset(self) -> int:
@@ -276,6 +273,16 @@ class MemoryStreamLog:
     @property
     def size(self) -> int:
         return sum(segment.size for segment in self.segments)
+
+
+class MemoryStreamLog(SegmentedLog):
+    """The log without a data directory: records in memory, segmented as on disk."""
+
+    def __init__(self, retention: Retention) -> None:
+        self.retention = retention
+        self.segments: list[Segment] = []
+        self._records: list[list[StreamRecord]] = []
+        self._next = 0
 
     def append(self, record: StreamRecord) -> None:
         current = self.segments[-1] if self.segments else None

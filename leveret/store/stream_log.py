@@ -41,7 +41,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from leveret.queues.stream_segments import SEGMENT_HEADER, Retention, Segment, StreamRecord
+from leveret.queues.stream_segments import (
+    SEGMENT_HEADER,
+    Retention,
+    Segment,
+    SegmentedLog,
+    StreamRecord,
+)
 
 log = logging.getLogger("leveret.store.stream")
 
@@ -88,7 +94,7 @@ def _segment_name(first_offset: int) -> str:
     return f"{first_offset:020d}"
 
 
-class FileStreamLog:
+class FileStreamLog(SegmentedLog):
     """One stream's segments (see the module docstring). Loop thread, except
     `flush_and_sync`, which the store's writer thread calls."""
 
@@ -169,18 +175,6 @@ class FileStreamLog:
         return segment
 
     # ------------------------------------------------------------- reading
-    @property
-    def first_offset(self) -> int:
-        return self.segments[0].first_offset if self.segments else self._next
-
-    @property
-    def next_offset(self) -> int:
-        return self._next
-
-    @property
-    def size(self) -> int:
-        return sum(segment.size for segment in self.segments)
-
     def reader(self, offset: int) -> FileReader:
         return FileReader(self, offset)
 
