@@ -84,3 +84,19 @@ def connection(amqp_url: str) -> Iterator[pika.BlockingConnection]:
     finally:
         if opened.is_open:
             opened.close()
+
+
+RABBITMQ_HTTP = "http://127.0.0.1:15672"
+
+
+@pytest.fixture(scope="module")
+def rabbitmq() -> Http:
+    """The reference RabbitMQ's management API; the module skips, saying why, without it."""
+    client = Http(RABBITMQ_HTTP)
+    try:
+        reply = client.request("GET", "/api/overview")
+    except OSError as error:
+        pytest.skip(f"the reference RabbitMQ's management API is unreachable: {error}")
+    if reply.status != 200:
+        pytest.skip(f"the reference RabbitMQ's management API answers {reply.status}")
+    return client

@@ -172,18 +172,6 @@ def _without_salt(body: Any) -> Any:
     return body
 
 
-@pytest.fixture(scope="module")
-def rabbitmq() -> Http:
-    client = Http(RABBITMQ_HTTP)
-    try:
-        reply = client.request("GET", "/api/overview")
-    except OSError as error:
-        pytest.skip(f"the reference RabbitMQ's management API is unreachable: {error}")
-    if reply.status != 200:
-        pytest.skip(f"the reference RabbitMQ's management API answers {reply.status}")
-    return client
-
-
 def run(http: Http, steps: list[Step], names: dict[str, str]) -> list[tuple[str, int, Any]]:
     answers = []
     for method, path, body in steps:

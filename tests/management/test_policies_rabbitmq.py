@@ -33,18 +33,6 @@ SETTLE_SECONDS = 20.0
 
 
 @pytest.fixture(scope="module")
-def rabbitmq() -> Http:
-    client = Http(RABBITMQ_HTTP)
-    try:
-        reply = client.request("GET", "/api/overview")
-    except OSError as error:
-        pytest.skip(f"the reference RabbitMQ's management API is unreachable: {error}")
-    if reply.status != 200:
-        pytest.skip(f"the reference RabbitMQ's management API answers {reply.status}")
-    return client
-
-
-@pytest.fixture(scope="module")
 def leveret() -> Iterator[ManagementServer]:
     with ServerThread() as thread:
         running = attach(thread)

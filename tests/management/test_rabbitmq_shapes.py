@@ -87,18 +87,6 @@ def kind_of(value: Any) -> str:
     return type(value).__name__
 
 
-@pytest.fixture(scope="module")
-def rabbitmq() -> Http:
-    client = Http(RABBITMQ_HTTP)
-    try:
-        reply = client.request("GET", "/api/overview")
-    except OSError as error:
-        pytest.skip(f"the reference RabbitMQ's management API is unreachable: {error}")
-    if reply.status != 200:
-        pytest.skip(f"the reference RabbitMQ's management API answers {reply.status}")
-    return client
-
-
 class Side:
     """One broker with the test topology on it (names unique per run)."""
 
