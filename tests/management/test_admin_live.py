@@ -20,7 +20,6 @@ import pytest
 
 from leveret.management import ManagementServer
 from tests.management.conftest import Http
-from tests.management.test_admin_differential import RABBITMQ_HTTP, rabbitmq  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.rabbitmq
 
