@@ -427,7 +427,8 @@ async def _listen_until(
     stop: asyncio.Event, host: str, port: int, http_port: int | None = None, http_host: str | None = None,
     *, broker: Broker | None = None, tls: Any = None,
 ) -> int:
-    from leveret.management import ManagementServer
+    import asyncio
+
     from leveret.server.shell import Server
 
     server = Server(broker)
@@ -444,8 +445,11 @@ async def _listen_until(
             print(f"leveret: cannot listen on {_address(host, tls[0])} (tls): {_reason(error)}", file=sys.stderr)
             await server.stop()
             return 1
-    # Without HTTP the management sampler still runs: it logs dead-letter storms.
-    management = ManagementServer(server)
+    # AMQP clients are served while aiohttp loads: importing it in a thread
+    # leaves the loop free to answer handshakes. Without HTTP the management
+    # sampler still runs: it logs dead-letter storms.
+    service = await asyncio.to_thread(importlib.import_module, "leveret.management.service")
+    management = service.ManagementServer(server)
     http_host = http_host or host
     try:
         http_bound = await management.start(http_host, http_port or 0, listen=http_port is not None)
