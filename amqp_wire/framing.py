@@ -122,9 +122,14 @@ def content_header_payload(raw_properties: bytes, body_size: int) -> bytes:
     return _CONTENT_HEADER.pack(_BASIC_CLASS, 0, body_size) + raw_properties
 
 
+# Bodies at least this large are written as views of the message body (the
+# kernel gathers them), not copied into one delivery bytes object.
+LARGE_BODY = 64 * 1024
+
+
 def delivery_frames(channel: int, method_payload: bytes, header_payload: bytes, body: bytes, frame_max: int) -> bytes:
     """A method frame, its content header and body frames, as one write."""
-    parts = [
+    parts: list[bytes] = [
         _HEADER.pack(FRAME_METHOD, channel, len(method_payload)), method_payload, FRAME_END_BYTE,
         _HEADER.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END_BYTE,
     ]
@@ -137,6 +142,26 @@ def delivery_frames(channel: int, method_payload: bytes, header_payload: bytes, 
                 piece = body[start : start + chunk]
                 parts += (_HEADER.pack(FRAME_BODY, channel, len(piece)), piece, FRAME_END_BYTE)
     return b"".join(parts)
+
+
+def large_delivery_frames(channel: int, method_payload: bytes, header_payload: bytes, body: bytes,
+                          frame_max: int) -> list[bytes | memoryview]:
+    """`delivery_frames` as buffers to write in order: the framing bytes apart and
+    the body as views of it, so a large body is never copied on its way out."""
+    head = b"".join((
+        _HEADER.pack(FRAME_METHOD, channel, len(method_payload)), method_payload, FRAME_END_BYTE,
+        _HEADER.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END_BYTE,
+    ))
+    view = memoryview(body)
+    chunk = (frame_max - FRAME_OVERHEAD) if frame_max else len(body)
+    parts: list[bytes | memoryview] = []
+    separator = head
+    for start in range(0, len(body), chunk):
+        piece = view[start : start + chunk]
+        parts += (separator + _HEADER.pack(FRAME_BODY, channel, len(piece)), piece)
+        separator = FRAME_END_BYTE
+    parts.append(FRAME_END_BYTE)
+    return parts
 
 
 def parse_content_header(payload: bytes) -> tuple[int, int, bytes]:

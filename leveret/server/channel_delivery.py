@@ -181,8 +181,13 @@ class Delivery(ChannelState):
             if raw is None:
                 raw = encode_properties(message.properties)
             header = message.wire_header = framing.content_header_payload(raw, len(message.body))
+        body = message.body
+        if len(body) >= framing.LARGE_BODY:
+            self.connection.send_buffers(framing.large_delivery_frames(
+                self.number, payload, header, body, self.connection.frame_max))
+            return
         self.connection.send(framing.delivery_frames(
-            self.number, payload, header, message.body, self.connection.frame_max))
+            self.number, payload, header, body, self.connection.frame_max))
 
     def _send_content(self, message: Message, delivery_count: int | None = None) -> None:
         raw = message.raw_properties

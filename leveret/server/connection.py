@@ -49,19 +49,29 @@ _PHASES = {State.AWAIT_OPEN: "opening", State.OPEN: "running"}
 
 class Connection(Handshake, Backpressure, Closing):
     def data_to_send(self) -> bytes:
+        return b"".join(self.buffers_to_send())
+
+    def buffers_to_send(self) -> list[bytes | memoryview]:
+        """What to write, in order: one bytes object, or with a large body among
+        them several buffers for the transport to gather (`writelines`)."""
         if self._held_frames is not None and not self._write_paused and not self.resource_blocked:
             self._resume_input()  # the shell is about to write: the next part of the input may go
         if not self._out:
-            return b""
-        data = b"".join(self._out)
-        self._out.clear()
+            return []
+        out = self._out
+        if self._out_views:
+            buffers = out.copy()
+            self._out_views = False
+        else:
+            buffers = [b"".join(out)]
+        out.clear()
         self._last_sent = self.monotonic()
         self._out_bytes = 0
         if self.output_blocked and not self._write_paused:
             self._resume_deliveries()
         if self._held_frames is not None and not self._write_paused and not self.resource_blocked:
             self.on_output()  # input is waiting: another pass once this output is written
-        return data
+        return buffers
 
     def receive_data(self, data: bytes) -> None:
         if self.state is State.CLOSED or self.want_close or self._dropping:
@@ -255,4 +265,3 @@ def _snake(name: str) -> str:
             out.append("_")
         out.append(char.lower())
     return "".join(out)
-

@@ -74,7 +74,8 @@ class ConnectionState:
         self.monotonic = monotonic
         self.state = State.AWAIT_HEADER
         self.reader = framing.FrameReader(FRAME_MIN_SIZE)
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
+        self._out_views = False  # _out holds views of a large body: write them gathered
         self.want_close = False
         self._flow_paused = False  # see the reading_paused property
         self.resource_blocked = False  # blocked by the memory alarm (connection.blocked)
@@ -134,6 +135,19 @@ class ConnectionState:
         was_empty = not self._out
         self._out.append(data)
         self._out_bytes += len(data)
+        if self._out_bytes > OUTPUT_LIMIT:
+            self.output_blocked = True
+        if was_empty:
+            self.on_output()
+
+    def send_buffers(self, buffers: list[bytes | memoryview]) -> None:
+        """Several buffers to write in order (views of a large body among them)."""
+        if self.state is State.CLOSED:
+            return
+        was_empty = not self._out
+        self._out += buffers
+        self._out_views = True
+        self._out_bytes += sum(map(len, buffers))
         if self._out_bytes > OUTPUT_LIMIT:
             self.output_blocked = True
         if was_empty:

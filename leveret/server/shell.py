@@ -2,7 +2,7 @@
 
 Theory of operation. `Server` listens and gives every accepted socket a
 `_WireProtocol`, which owns one sans-IO connection (leveret.server.connection) and
-only moves bytes: socket -> `receive_data`, `data_to_send` -> socket. This is
+only moves bytes: socket -> `receive_data`, `buffers_to_send` -> socket. This is
 the only module that knows about asyncio; everything it drives is synchronous
 and runs on the server's event loop thread, so the broker needs no locks.
 
@@ -10,7 +10,7 @@ Invariants it keeps:
 - Output is coalesced: a connection's `on_output` may fire many times in one
   loop pass (also while *another* connection's bytes are processed, when a
   publish on A delivers to a consumer on B); it schedules at most one flush per
-  pass, which drains `data_to_send()` into a single `transport.write`.
+  pass, which drains `buffers_to_send()` into a single `transport.write` (`writelines` when a large body goes out as views of itself).
 - Exactly one loop timer is armed for the broker's earliest TTL/expiry
   deadline (`Broker.next_deadline`, epoch ms on the broker's clock). Every
   event that can move a deadline (bytes received, a socket lost, timers run,
@@ -80,7 +80,7 @@ class WireConnection(Protocol):
     name: str
 
     def receive_data(self, data: bytes) -> None: ...
-    def data_to_send(self) -> bytes: ...
+    def buffers_to_send(self) -> list[bytes | memoryview]: ...
     def connection_lost(self) -> None: ...
     def heartbeat_tick(self, now: float) -> None: ...
     def heartbeat_interval(self) -> float | None: ...
@@ -220,9 +220,12 @@ class _WireProtocol(asyncio.Protocol):
             # Delivered flags and topology reach the page cache before the
             # client can see them, so a kill -9 cannot forget them.
             store.write_through()
-        data = connection.data_to_send()
-        if data:
-            transport.write(data)
+        buffers = connection.buffers_to_send()
+        if buffers:
+            if len(buffers) == 1:
+                transport.write(buffers[0])
+            else:
+                transport.writelines(buffers)
             if transport.get_write_buffer_size() > WRITE_BUFFER_HARD:
                 self._output_choked = True
         if connection.want_close:

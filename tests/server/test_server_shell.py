@@ -96,11 +96,11 @@ class FakeConnection:
         elif name == "close-ok":
             self.want_close = True
 
-    def data_to_send(self) -> bytes:
+    def buffers_to_send(self) -> list[bytes | memoryview]:
         self.drains += 1
         data = bytes(self._out)
         self._out.clear()
-        return data
+        return [data] if data else []
 
     def connection_lost(self) -> None:
         self.lost = True
