@@ -428,7 +428,8 @@ def _build(args: Mapping[str, Any], queue_type: str) -> QueueArguments:
 
 # How a policy's value meets the queue's own x-argument, per queue type:
 # rabbit_amqqueue_process:process_args_policy (classic) and
-# rabbit_quorum_queue:ra_machine_config / dead_letter_handler (quorum).
+# rabbit_quorum_queue:ra_machine_config / dead_letter_handler (quorum) and
+# rabbit_stream_queue:update_stream_conf (stream: policy_precedence, the policy wins).
 _MIN, _ARGUMENT, _POLICY = "min", "argument", "policy"
 POLICY_RESOLUTION: dict[str, dict[str, str]] = {
     "classic": {
@@ -441,6 +442,7 @@ POLICY_RESOLUTION: dict[str, dict[str, str]] = {
         "expires": _POLICY, "message-ttl": _MIN, "dead-letter-exchange": _ARGUMENT,
         "dead-letter-routing-key": _ARGUMENT, "dead-letter-strategy": _ARGUMENT,
     },
+    "stream": {"max-length-bytes": _POLICY, "max-age": _POLICY, "stream-max-segment-size-bytes": _POLICY},
 }
 
 
@@ -452,7 +454,7 @@ def resolve_policy(
     effective = dict(arguments)
     rules = POLICY_RESOLUTION.get(queue_type)
     if not definition or rules is None:
-        return effective  # streams: their policy keys (max-age, ...) are not acted on yet
+        return effective
     for key, rule in rules.items():
         if key not in definition:
             continue

@@ -19,6 +19,9 @@ Invariants:
 - Retention (`x-max-length-bytes`, `x-max-age`) runs when the log starts a new
   segment and drops whole segments, never the one being written, as osiris
   does; a consumer behind the new first offset continues from it.
+- A policy's `max-length-bytes`, `max-age` and `stream-max-segment-size-bytes`
+  win over the x-arguments (rabbit_stream_queue's policy_precedence); a change
+  runs retention at once (osiris_log:update_retention).
 
 Records, segments and retention are in `stream_segments`. The log is given by
 the broker (`attach_log`): a `MemoryStreamLog` without a data directory,
@@ -33,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from leveret.queues.arguments import parse_age, type_name
+from leveret.queues.arguments import effective_queue_arguments, parse_age, type_name
 from leveret.queues.message import Message
 from leveret.queues.queue import Consumer, DeadLetter, Entry, Queue
 from leveret.queues.stream_segments import (
@@ -135,12 +138,27 @@ class StreamQueue(Queue):
 
     def __init__(self, name: str, vhost: str = "/", **kwargs: Any) -> None:
         super().__init__(name, vhost, **kwargs)
-        args = self.args
-        self.retention = Retention(
-            args.max_length_bytes, args.max_age, args.max_segment_size_bytes or DEFAULT_SEGMENT_BYTES,
-        )
+        self.retention = self._retention()
         self.log: StreamLog = MemoryStreamLog(self.retention)
         self.readers: dict[Consumer, StreamReader] = {}
+
+    def _retention(self) -> Retention:
+        args = self.args
+        return Retention(args.max_length_bytes, args.max_age, args.max_segment_size_bytes or DEFAULT_SEGMENT_BYTES)
+
+    def apply_policy(
+        self, policy: str | None, operator_policy: str | None,
+        definition: Mapping[str, Any] | None, now_ms: int,
+    ) -> list[DeadLetter]:
+        """The policy's limits replace the log's, which applies them at once."""
+        self.policy, self.operator_policy = policy, operator_policy
+        self.policy_definition = dict(definition) if definition else None
+        self.args = effective_queue_arguments(self.arguments, definition, "stream")
+        retention = self._retention()
+        if retention != self.retention:
+            self.retention = retention
+            self.log.set_retention(retention, now_ms)
+        return []
 
     def attach_log(self, log: StreamLog) -> None:
         """The broker's log for this stream (a file log with a data directory)."""

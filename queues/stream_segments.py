@@ -208,6 +208,9 @@ class StreamLog(Protocol):
 
     def append(self, record: StreamRecord) -> None: ...
 
+    def set_retention(self, retention: Retention, now_ms: int) -> None:
+        """A policy changed the limits: they apply from now on, and at once."""
+
     def reader(self, offset: int) -> StreamReader: ...
 
     def offset_at(self, timestamp: int) -> int:
@@ -260,7 +263,17 @@ class SegmentedLog:
     """What both logs derive from their segments: the offsets they span and their size."""
 
     segments: list[Segment]
+    retention: Retention
     _next: int  # the offset the next record gets
+
+    def set_retention(self, retention: Retention, now_ms: int) -> None:
+        """osiris_log:update_retention: the new limits are evaluated at once (a
+        new segment size counts from the next segment opened)."""
+        self.retention = retention
+        self._apply_retention(now_ms)
+
+    def _apply_retention(self, now_ms: int) -> None:
+        raise NotImplementedError
 
     @property
     def first_offset(self) -> int:
@@ -298,9 +311,12 @@ class MemoryStreamLog(SegmentedLog):
         current.last_timestamp = record.timestamp
         self._next = record.offset + 1
         if self.retention.due(self.segments):
-            doomed = self.retention.doomed(self.segments, record.timestamp)
-            del self.segments[:doomed]
-            del self._records[:doomed]
+            self._apply_retention(record.timestamp)
+
+    def _apply_retention(self, now_ms: int) -> None:
+        doomed = self.retention.doomed(self.segments, now_ms)
+        del self.segments[:doomed]
+        del self._records[:doomed]
 
     def reader(self, offset: int) -> MemoryReader:
         return MemoryReader(self, offset)

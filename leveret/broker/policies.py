@@ -44,7 +44,6 @@ IGNORED_KEYS = (
     "ha-mode", "ha-params", "ha-sync-mode", "ha-sync-batch-size", "ha-promote-on-shutdown",
     "ha-promote-on-failure", "queue-master-locator", "queue-version", "max-in-memory-length",
     "max-in-memory-bytes", "queue-leader-locator", "initial-cluster-size",
-    "max-age", "stream-max-segment-size-bytes",
 )
 _HA_KEYS = ("ha-mode", "ha-params", "ha-sync-mode", "ha-sync-batch-size",
             "ha-promote-on-shutdown", "ha-promote-on-failure")

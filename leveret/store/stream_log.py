@@ -259,6 +259,11 @@ class FileStreamLog(SegmentedLog):
             os.write(self._fd, MAGIC)
         self.segments.append(Segment(record.offset, record.offset, SEGMENT_HEADER, record.timestamp, record.timestamp))
 
+    def set_retention(self, retention: Retention, now_ms: int) -> None:
+        super().set_retention(retention, now_ms)
+        if self._unlink and self.on_append is not None:
+            self.on_append(self)  # the writer thread deletes the dropped files
+
     def _apply_retention(self, now_ms: int) -> None:
         doomed = self.retention.doomed(self.segments, now_ms)
         if doomed:
