@@ -19,8 +19,8 @@ How a policy value meets an x-argument is the queue's business
 (leveret.queues.arguments.resolve_policy); how a policy meets an operator
 policy is here (`effective_definition`): limits take the lower value.
 
-One difference: `apply-to` also takes `classic_queues` and `quorum_queues`,
-which RabbitMQ has from 3.12 (3.10 refuses them), so newer exports load.
+One difference: `apply-to` also takes `classic_queues`, `quorum_queues` and
+`streams`, which RabbitMQ has from 3.12 (3.10 refuses them), so newer exports load.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 from leveret.broker.erlang_text import Charlist, format_error
 
-APPLY_TO = ("all", "exchanges", "queues", "classic_queues", "quorum_queues")
+APPLY_TO = ("all", "exchanges", "queues", "classic_queues", "quorum_queues", "streams")
 
 # rabbit_policies: the keys an operator policy may set; two values merge to the lower.
 OPERATOR_KEYS = (
@@ -323,7 +323,8 @@ class Policy:
             if self.apply_to not in ("all", "exchanges"):
                 return False
         else:
-            if self.apply_to not in ("all", "queues", f"{queue_type}_queues"):
+            own = "streams" if queue_type == "stream" else f"{queue_type}_queues"
+            if self.apply_to not in ("all", "queues", own):
                 return False
             unsupported = UNSUPPORTED.get(queue_type or "classic", frozenset())
             if any(key in unsupported for key in self.definition):

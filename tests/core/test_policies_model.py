@@ -181,6 +181,10 @@ def test_apply_to_and_queue_type_support() -> None:
     assert typed.match("queue", "q", "quorum")[0] is None
     assert typed.match("queue", "q", "classic")[0] is not None
     assert typed.match("exchange", "q")[0] is None
+    streams = policies(("s", {"pattern": ".", "definition": {"max-age": "1h"}, "apply-to": "streams"}))
+    assert streams.match("queue", "q", "stream")[0] is not None
+    assert streams.match("queue", "q", "classic")[0] is None
+    assert streams.match("queue", "q", "quorum")[0] is None
 
 
 def test_operator_policy_merges_to_the_lower_limit() -> None:

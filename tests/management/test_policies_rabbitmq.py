@@ -146,7 +146,9 @@ BAD_BODIES: list[dict[str, Any]] = [
     {},
     {"pattern": 5, "definition": {"message-ttl": 1}},
     {"pattern": "x", "definition": {"message-ttl": 1}, "priority": "high"},
-    {"pattern": "x", "definition": {"message-ttl": 1}, "apply-to": "streams"},
+    # `streams` (like `classic_queues`, `quorum_queues`) is RabbitMQ 3.12's, which
+    # leveret takes so newer exports load: a value no release knows is refused.
+    {"pattern": "x", "definition": {"message-ttl": 1}, "apply-to": "stream"},
     {"pattern": "(", "definition": {"message-ttl": -1}, "priority": "a", "apply-to": "b"},
 ]
 
